@@ -1,0 +1,90 @@
+"""Per-call choice between FFT and direct convolution (both exact; see :mod:`nni_dash.ops.fft_conv`).
+
+The cost model counts multiply-adds:
+
+* direct: ``B * C_out * C_in/g * prod(ceil(n/stride)) * prod(span)`` (every tap of the dense,
+  possibly dilated kernel; cuDNN/oneDNN do not skip inserted zeros),
+* FFT: ``c_fft * (B*C_in + B*C_out + C_out*C_in/g) * M * log2(M) + c_mix * 4 * B*C_out*C_in/g * M/2``
+  for ``M = prod(FFT sizes)`` (``M/2`` complex bins of the real FFT, 4 real multiply-adds each),
+
+with the constants below measured on CPU (oneDNN direct conv vs. pocketfft + batched complex
+matmul; see ``benchmarks/op_speed.py``). A wrong guess costs only time: both paths give the same
+result up to float rounding.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from torch import Tensor
+
+from nni_dash.ops.fft_conv import (
+    crop_kernel_to_input, direct_conv, fft_conv, next_fast_len, pad_amounts,
+)
+
+__all__ = ["CostModel", "DEFAULT_COST_MODEL", "conv_path", "conv"]
+
+
+class CostModel:
+    """Relative cost of the FFT path against oneDNN/cuDNN direct convolution.
+
+    Parameters
+    ----------
+    c_fft
+        Cost of one ``n log2 n`` FFT unit relative to one direct multiply-add.
+    c_mix
+        Cost of one real multiply-add of the frequency-domain channel mixing.
+    fft_overhead
+        Fixed cost (in multiply-adds) of the extra kernel launches of the FFT path.
+    """
+
+    def __init__(self, *, c_fft: float = 3.0, c_mix: float = 1.5, fft_overhead: float = 2e5) -> None:
+        self.c_fft = c_fft
+        self.c_mix = c_mix
+        self.fft_overhead = fft_overhead
+
+    def costs(self, x_shape: Sequence[int], w_shape: Sequence[int], *, groups: int = 1,
+              stride: int = 1, padding: str = "same") -> tuple[float, float]:
+        """(direct, fft) estimated multiply-adds for an undilated ``w_shape`` kernel (already placed)."""
+        b, c_in, *spatial = x_shape
+        c_out, c_per_group, *spans = w_shape
+        lefts = [pad_amounts(s, padding)[0] for s in spans]
+        # cropping applies to both paths (the direct path also only needs the visible taps)
+        eff = [min(s, left + n) - max(0, left - (n - 1)) for s, left, n in zip(spans, lefts, spatial)]
+        out_points = math.prod(math.ceil(n / stride) for n in spatial)
+        direct = b * c_out * c_per_group * out_points * math.prod(eff)
+        m = math.prod(next_fast_len(n + s - 1) for n, s in zip(spatial, eff))
+        fft = (self.c_fft * (b * c_in + b * c_out + c_out * c_per_group) * m * math.log2(max(m, 2))
+               + self.c_mix * 4 * b * c_out * c_per_group * (m / 2) + self.fft_overhead)
+        return float(direct), float(fft)
+
+
+DEFAULT_COST_MODEL = CostModel()
+
+
+def conv_path(x_shape: Sequence[int], w_shape: Sequence[int], *, groups: int = 1, stride: int = 1,
+              padding: str = "same", model: CostModel = DEFAULT_COST_MODEL) -> str:
+    """``"fft"`` or ``"direct"``: the cheaper path under ``model`` for a dense (dilation-1) kernel."""
+    direct, fft = model.costs(x_shape, w_shape, groups=groups, stride=stride, padding=padding)
+    return "fft" if fft < direct else "direct"
+
+
+def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, groups: int = 1,
+         padding: str = "same", path: str = "auto") -> Tensor:
+    """Convolve with an already dilated/aggregated kernel by the path ``"auto"``, ``"fft"`` or ``"direct"``.
+
+    Same conventions as :func:`nni_dash.ops.fft_conv.fft_conv` (dilation 1: the kernel is dense).
+    """
+    if path == "auto":
+        path = conv_path(x.shape, weight.shape, groups=groups, stride=stride, padding=padding)
+    if path == "fft":
+        return fft_conv(x, weight, bias, stride=stride, groups=groups, padding=padding)
+    if path == "direct":
+        lefts = [pad_amounts(s, padding)[0] for s in weight.shape[2:]]
+        w, new_lefts = crop_kernel_to_input(weight, list(x.shape[2:]), lefts)
+        if w is not weight and padding == "same" and any(
+                left != pad_amounts(s, padding)[0] for left, s in zip(new_lefts, w.shape[2:])):
+            # cropping an off-centre window: fall back to the full kernel (still exact)
+            w = weight
+        return direct_conv(x, w, bias, stride=stride, groups=groups, padding=padding)
+    raise ValueError(f"path={path!r}: allowed values are 'auto', 'fft', 'direct'")

@@ -1,0 +1,118 @@
+"""DASH's aggregated kernel: the mixture sum_i p_i * conv_{k_i, d_i} as one kernel.
+
+By linearity, ``sum_i p_i * conv(x, dilate(W_i, d_i)) == conv(x, sum_i p_i * place(dilate(W_i, d_i)))``
+when every dilated kernel is placed in a common frame of span ``L = max_i d_i*(k_i-1)+1`` so that
+the taps line up with the output position:
+
+* ``align="center"`` ("same" padding): each candidate is centred in the frame. Example, 1-D,
+  k=3 d=2 (span 5) and k=5 d=1 (span 5) and k=3 d=1 (span 3) in L=5::
+
+      k3d2:  a . b . c        (. = inserted zero)
+      k5d1:  p q r s t
+      k3d1:  0 u v w 0        (centre-padded by (L-s)//2 on each side)
+                 ^ centre tap = output position
+
+* ``align="right"`` ("causal" padding): each candidate ends at the last tap (the current sample),
+  i.e. it is left-padded by ``L - s``.
+
+The frame can be cropped to a smaller half-width ``max_half`` (taps farther than ``n - 1`` from the
+output only ever meet padding; see :func:`nni_dash.ops.fft_conv.crop_kernel_to_input`): candidate
+taps outside the cropped frame are dropped. Accumulation writes each candidate's taps into strided
+slices of the frame, so the cost is ``O(sum_i C_out*C_in*k_i^N)``, not ``O(|K||D| * L^N)``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["receptive_span", "aggregate_kernels", "place_kernel"]
+
+
+def receptive_span(kernel_size: int, dilation: int) -> int:
+    """Span of a dilated kernel along one axis: ``d*(k-1)+1``."""
+    return dilation * (kernel_size - 1) + 1
+
+
+def _frame_offset(span: int, frame: int, align: str) -> int:
+    if align == "center":
+        return (frame - span) // 2
+    if align == "right":
+        return frame - span
+    raise ValueError(f"align={align!r}: allowed values are 'center', 'right'")
+
+
+def _frame_size(spans: Sequence[int], align: str, max_half: int | None) -> tuple[int, int]:
+    """Size of the (possibly cropped) frame and its start inside the full frame of span ``max(spans)``."""
+    full = max(spans)
+    if max_half is None:
+        return full, 0
+    if align == "center":
+        half = min((full - 1) // 2, max_half)
+        return 2 * half + 1, (full - 1) // 2 - half
+    size = min(full, max_half + 1)  # causal: keep the last max_half+1 taps
+    return size, full - size
+
+
+def place_kernel(weight: Tensor, dilation: int, frame: int, *, align: str = "center", start: int = 0) -> Tensor:
+    """One candidate, dilated and placed in a zero frame ``[start, start+frame)`` of the full frame.
+
+    ``weight`` is ``(C_out, C_in/g, *k)``; the result is ``(C_out, C_in/g, *[frame]*N)``.
+    """
+    return aggregate_kernels([weight], [dilation], weight.new_ones(1), align=align,
+                             frame=(frame, start))
+
+
+def aggregate_kernels(
+    weights: Sequence[Tensor],
+    dilations: Sequence[int],
+    probs: Tensor,
+    *,
+    align: str = "center",
+    max_half: int | None = None,
+    frame: tuple[int, int] | None = None,
+) -> Tensor:
+    """``sum_i probs[i] * place(dilate(weights[i], dilations[i]))`` in a common frame.
+
+    Parameters
+    ----------
+    weights
+        Candidate kernels ``(C_out, C_in/g, *k_i)``, square with odd ``k_i``; same channels.
+    dilations
+        Dilation of each candidate (same length as ``weights``).
+    probs
+        Mixture weights, shape ``(len(weights),)``; any real values (no normalisation here).
+    align
+        ``"center"`` for "same" padding, ``"right"`` for causal (see module docstring).
+    max_half
+        Crop the frame to at most this many taps on the far side(s) of the output position.
+    frame
+        Internal: explicit ``(size, start)`` of the frame; overrides ``max_half``.
+
+    Returns
+    -------
+    Tensor ``(C_out, C_in/g, *[L']*N)`` with ``L' = max span`` (or the cropped size).
+    """
+    if len(weights) != len(dilations) or probs.shape != (len(weights),):
+        raise ValueError(f"aggregate_kernels: {len(weights)} weights, {len(dilations)} dilations and probs of shape "
+                         f"{tuple(probs.shape)} must have the same length")
+    first = weights[0]
+    ndim = first.dim() - 2
+    spans = [receptive_span(w.shape[-1], d) for w, d in zip(weights, dilations)]
+    full = max(spans)
+    size, start = frame if frame is not None else _frame_size(spans, align, max_half)
+    out = first.new_zeros(*first.shape[:2], *([size] * ndim))
+    for w, d, span, p in zip(weights, dilations, spans, probs.unbind(0)):
+        offset = _frame_offset(span, full, align) - start  # position of tap 0 in the cropped frame
+        # taps j with 0 <= offset + j*d < size
+        j_lo = 0 if offset >= 0 else (-offset + d - 1) // d
+        j_hi = min(w.shape[-1] - 1, (size - 1 - offset) // d)
+        if j_hi < j_lo:
+            continue
+        taps = slice(j_lo, j_hi + 1)
+        dst = slice(offset + j_lo * d, offset + j_hi * d + 1, d)
+        src = w[(Ellipsis, *([taps] * ndim))]
+        idx = (Ellipsis, *([dst] * ndim))
+        out[idx] = out[idx] + p * src
+    return out
