@@ -16,13 +16,15 @@ positions; ``"causal"`` (1-D) pads ``d*(k-1)`` on the left only.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Sequence
 
 import nni
 import torch.nn as nn
 import torch.nn.functional as F
-from nni.mutable import Categorical, ensure_frozen
+from nni.mutable import Categorical, ensure_frozen, frozen_context
+from nni.nas.space import current_model
 from nni.nas.nn.pytorch import MutableModule
 from torch import Tensor
 
@@ -107,8 +109,12 @@ class _DashConvNd(MutableModule):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_sizes, self.dilations = options["kernel_sizes"], options["dilations"]
         self.stride, self.groups, self.bias, self.padding = stride, groups, bias, padding
-        self.choice: Categorical = self.add_mutable(nni.choice(label, options["candidates"]))  # type: ignore[arg-type]
-        k, d = parse_candidate(ensure_frozen(self.choice))
+        # A layer built outside a ModelSpace gets its own dry-run context (as ModelSpace.__init__ provides).
+        context = frozen_context() if frozen_context.current() is None and current_model() is None \
+            else contextlib.nullcontext()
+        with context:
+            self.choice: Categorical = self.add_mutable(nni.choice(label, options["candidates"]))  # type: ignore[arg-type]
+            k, d = parse_candidate(ensure_frozen(self.choice))
         self.conv = make_conv(self.ndim, in_channels, out_channels, kernel_size=k, dilation=d, stride=stride,
                               groups=groups, bias=bias, padding=padding)
 

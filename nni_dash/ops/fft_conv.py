@@ -53,7 +53,7 @@ def _check(x: Tensor, weight: Tensor, groups: int, padding: str) -> int:
     if ndim not in (1, 2, 3):
         raise ValueError(f"weight: expected (C_out, C_in/groups, *k) with 1-3 spatial dims, got shape {tuple(weight.shape)}")
     if x.dim() != ndim + 2:
-        raise ValueError(f"x: expected shape (B, C_in, {'*' * 0}{ndim} spatial dims) for a {ndim}-D weight, got {tuple(x.shape)}")
+        raise ValueError(f"x: expected shape (B, C_in, <{ndim} spatial dims>) for a {ndim}-D weight, got {tuple(x.shape)}")
     if groups < 1 or x.shape[1] % groups or weight.shape[0] % groups:
         raise ValueError(f"groups={groups}: C_in={x.shape[1]} and C_out={weight.shape[0]} must both be divisible by groups")
     if weight.shape[1] * groups != x.shape[1]:

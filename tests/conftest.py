@@ -1,0 +1,24 @@
+"""Shared test set-up."""
+import logging
+import os
+import sys
+
+import pytest
+import torch
+
+import nni_dash  # noqa: F401  (applies the NNI compatibility fixes, registers the op)
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _nni_stdout_logging_follows_capture():
+    """NNI's stdout log handler keeps the stream it saw at import; point it at pytest's current capture."""
+    from nni.runtime import log as nni_log
+
+    handler = nni_log._handlers.get("_stdout_")
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(sys.stdout)
+    yield
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(sys.__stdout__)
