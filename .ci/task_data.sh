@@ -12,6 +12,7 @@ pip install --no-deps "sktime==1.2.0"   # data files only: nni_dash reads the .t
 if [ ! -d "$CACHE/sources/libemg-2.0.3/tests/data/myo_dataset" ]; then
   pip download --no-deps --no-binary :all: "libemg==2.0.3" -d "$CACHE/sources"
   tar xzf "$CACHE/sources/libemg-2.0.3.tar.gz" -C "$CACHE/sources" libemg-2.0.3/tests/data/myo_dataset
+  rm -f "$CACHE/sources/libemg-2.0.3.tar.gz"
 fi
 
 # --- 2-D tasks (nni_dash/tasks/images.py, dense2d.py) ---------------------------------------
