@@ -17,7 +17,7 @@ fi
 
 # --- 2-D tasks (nni_dash/tasks/images.py, dense2d.py) ---------------------------------------
 # scikit-image (hubble_deep_field for `cosmic`) and biopython (PDB parser for `protein_distance`).
-python -m pip install -q scikit-image biopython
+python -m pip install -q "scikit-image==0.26.0" "biopython==1.88"
 # Fashion-MNIST idx files (`fashion_mnist`, `spherical_fashion_mnist`): the Debian package when we
 # are root with apt, else the .deb unpacked under $CACHE/sources/fashion-mnist.
 FMNIST_DEB="dataset-fashion-mnist=0.0~git20200523.55506a9-1"
