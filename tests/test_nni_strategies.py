@@ -6,6 +6,8 @@ from nni.nas.evaluator.pytorch import Classification, DataLoader
 from nni.nas.experiment import NasExperiment
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.strategy import DARTS, ENAS, GumbelDARTS, RandomOneShot
+
+from nni_dash.strategy import DASH
 from torch.utils.data import TensorDataset
 
 import nni_dash  # noqa: F401
@@ -48,6 +50,8 @@ STRATEGIES = {
     "GumbelDARTS": lambda: GumbelDARTS(),
     "RandomOneShot": lambda: RandomOneShot(),
     "ENAS": lambda: ENAS(reward_metric_name="val_acc"),
+    "DASH-bilevel": lambda: DASH(),
+    "DASH-joint": lambda: DASH(mode="joint", depthwise_proxy=True, temperature=(1.0, 0.5), lr_milestones=(1,)),
 }
 
 

@@ -4,8 +4,8 @@ One layer declares **one** NNI categorical choice over the pairs ``K x D``, with
 ``"k{k}d{d}"`` (flattened k outer, d inner, as in DASH), so one architecture vector alpha spans the
 joint grid. Layers that share a ``label`` share the decision (and, under one-shot strategies, alpha).
 
-* Outside a search the layer is an ordinary convolution with the *default* candidate (the first
-  pair, i.e. the smallest k and d) and "same" or causal padding.
+* Outside a search the layer is an ordinary convolution with the *default* candidate (``default``,
+  or else the first pair, i.e. the smallest k and d) and "same" or causal padding.
 * ``freeze(sample)`` and NNI's ``model_context(sample)`` give a plain ``nn.Conv1d``/``nn.Conv2d``
   with the chosen k, d and padding (``CausalConv1d``, an ``nn.Conv1d`` subclass, for causal).
 * Under a one-shot strategy the layer is replaced by
@@ -72,6 +72,12 @@ def candidate_grid(kernel_sizes: Sequence[int], dilations: Sequence[int]) -> lis
     return [format_candidate(k, d) for k in ks for d in ds]
 
 
+def _make_choice(label: str | None, candidates: list[str], default: str | None) -> Categorical:
+    if default is None:
+        return Categorical(candidates, label=label)
+    return Categorical(candidates, default=default, label=label)
+
+
 class CausalConv1d(nn.Conv1d):
     """``nn.Conv1d`` whose zero padding is ``dilation*(kernel_size-1)`` on the left only."""
 
@@ -103,9 +109,10 @@ class _DashConvNd(MutableModule):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int] = (3, 5, 7, 9),
                  dilations: Sequence[int] = (1, 3, 7, 15), stride: int = 1, groups: int = 1, bias: bool = True,
-                 padding: str = "same", label: str | None = None) -> None:
+                 padding: str = "same", label: str | None = None, default: str | None = None) -> None:
         super().__init__()
-        options = self._validate(in_channels, out_channels, kernel_sizes, dilations, stride, groups, padding, self.ndim)
+        options = self._validate(in_channels, out_channels, kernel_sizes, dilations, stride, groups, padding, self.ndim,
+                                 default)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_sizes, self.dilations = options["kernel_sizes"], options["dilations"]
         self.stride, self.groups, self.bias, self.padding = stride, groups, bias, padding
@@ -113,14 +120,14 @@ class _DashConvNd(MutableModule):
         context = frozen_context() if frozen_context.current() is None and current_model() is None \
             else contextlib.nullcontext()
         with context:
-            self.choice: Categorical = self.add_mutable(nni.choice(label, options["candidates"]))  # type: ignore[arg-type]
+            self.choice: Categorical = self.add_mutable(_make_choice(label, options["candidates"], default))
             k, d = parse_candidate(ensure_frozen(self.choice))
         self.conv = make_conv(self.ndim, in_channels, out_channels, kernel_size=k, dilation=d, stride=stride,
                               groups=groups, bias=bias, padding=padding)
 
     @staticmethod
     def _validate(in_channels: int, out_channels: int, kernel_sizes: Sequence[int], dilations: Sequence[int],
-                  stride: int, groups: int, padding: str, ndim: int) -> dict[str, Any]:
+                  stride: int, groups: int, padding: str, ndim: int, default: str | None = None) -> dict[str, Any]:
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("stride", stride),
                             ("groups", groups)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -133,6 +140,8 @@ class _DashConvNd(MutableModule):
         if padding == "causal" and ndim != 1:
             raise ValueError("padding='causal' is only defined for 1-D convolutions (DashConv1d)")
         candidates = candidate_grid(kernel_sizes, dilations)
+        if default is not None and default not in candidates:
+            raise ValueError(f"default={default!r}: not a candidate; allowed: {', '.join(candidates)}")
         return {"kernel_sizes": tuple(kernel_sizes) if not isinstance(kernel_sizes, int) else (kernel_sizes,),
                 "dilations": tuple(dilations) if not isinstance(dilations, int) else (dilations,),
                 "candidates": candidates}
@@ -164,10 +173,11 @@ class _DashConvNd(MutableModule):
     def create_fixed_module(cls, sample: dict[str, Any], in_channels: int, out_channels: int,
                             kernel_sizes: Sequence[int] = (3, 5, 7, 9), dilations: Sequence[int] = (1, 3, 7, 15),
                             stride: int = 1, groups: int = 1, bias: bool = True, padding: str = "same",
-                            label: str | None = None) -> nn.Module:
+                            label: str | None = None, default: str | None = None) -> nn.Module:
         """Under ``model_context(sample)``, constructing the layer yields the frozen plain conv."""
-        options = cls._validate(in_channels, out_channels, kernel_sizes, dilations, stride, groups, padding, cls.ndim)
-        choice = nni.choice(label, options["candidates"])  # same label bookkeeping as __init__
+        options = cls._validate(in_channels, out_channels, kernel_sizes, dilations, stride, groups, padding, cls.ndim,
+                                default)
+        choice = _make_choice(label, options["candidates"], default)  # same label bookkeeping as __init__
         k, d = parse_candidate(choice.freeze(sample))
         return make_conv(cls.ndim, in_channels, out_channels, kernel_size=k, dilation=d, stride=stride, groups=groups,
                          bias=bias, padding=padding)

@@ -1,0 +1,133 @@
+"""Lightning evaluator for nni_dash tasks: the loss, metric and optimiser of one task.
+
+:class:`TaskModule` is an NNI ``LightningModule`` (the inner module of every search and retrain):
+
+* training: the task's loss (:func:`nni_dash.tasks.metrics.make_loss`), logs ``train_loss``;
+* validation/test: logs ``val_loss``/``val_<metric>`` (also as ``default``, the key NNI and ENAS
+  read) and ``test_<metric>``; metrics are torchmetrics objects accumulated over the whole epoch
+  (not per-batch averages);
+* optimiser: SGD with Nesterov momentum (the DASH reference) or Adam, weight decay, and a step
+  schedule (``lr_gamma`` at each ``lr_milestones`` epoch) for retraining; under a one-shot strategy
+  the strategy drives the schedule instead (``lr_milestones=()``).
+
+:func:`task_evaluator` wraps it with NNI's traced ``Trainer``/``DataLoader`` into an NNI
+``Lightning`` evaluator.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Trainer
+from torch.utils.data import Sampler, TensorDataset
+
+from nni_dash.tasks.base import TaskData
+from nni_dash.tasks.metrics import higher_is_better, make_loss, make_metric
+
+__all__ = ["TaskModule", "EpochShuffleSampler", "task_evaluator", "tensor_dataset", "OPTIMIZERS"]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class TaskModule(LightningModule):
+    """Loss, metric and optimiser of a task (see the module docstring)."""
+
+    def __init__(self, *, kind: str, metric: str, num_outputs: int, learning_rate: float = 0.1,
+                 momentum: float = 0.9, weight_decay: float = 5e-4, optimizer: str = "sgd",
+                 lr_milestones: Sequence[int] = (), lr_gamma: float = 0.2) -> None:
+        super().__init__()
+        self.kind, self.metric_name, self.num_outputs = kind, metric, num_outputs
+        self.learning_rate, self.momentum, self.weight_decay = learning_rate, momentum, weight_decay
+        self.optimizer_name, self.lr_milestones, self.lr_gamma = optimizer, tuple(lr_milestones), lr_gamma
+        self.criterion = make_loss(kind)
+        self.val_metric = make_metric(metric, kind=kind, num_outputs=num_outputs)
+        self.test_metric = make_metric(metric, kind=kind, num_outputs=num_outputs)
+        self.higher_is_better = higher_is_better(metric)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.criterion(out, y)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self._loss(self(x), y)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        out = self(x)
+        self.val_metric.update(out, y)
+        self.log("val_loss", self._loss(out, y), prog_bar=True)
+        self.log(f"val_{self.metric_name}", self.val_metric, prog_bar=True)
+        self.log("default", self.val_metric)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.test_metric.update(self(x), y)
+        self.log(f"test_{self.metric_name}", self.test_metric)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_name == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(params, self.learning_rate, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, self.learning_rate, momentum=self.momentum, nesterov=self.momentum > 0,
+                                  weight_decay=self.weight_decay)
+        if not self.lr_milestones:
+            return opt
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(self.lr_milestones), gamma=self.lr_gamma)
+        return [opt], [sched]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation per epoch that depends only on ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` before each epoch, so a run resumed from a checkpoint sees the same
+    batches as an uninterrupted one, whatever else consumed random numbers in between.
+    """
+
+    def __init__(self, n: int, *, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def tensor_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    """Arrays of a task split as a ``TensorDataset`` (float32 inputs; labels as the task stores them)."""
+    return TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
+
+
+def task_evaluator(data: TaskData, *, batch_size: int, max_epochs: int, module: TaskModule | None = None,
+                   val_split: str = "val", seed: int = 0, num_workers: int = 0, callbacks: list | None = None,
+                   logger: Any = False, enable_progress_bar: bool = False, limit_train_batches: float | int = 1.0,
+                   trainer_kwargs: dict[str, Any] | None = None, **module_kwargs: Any) -> Lightning:
+    """An NNI ``Lightning`` evaluator training on ``data``'s train split, validating on ``val_split``.
+
+    ``module_kwargs`` go to :class:`TaskModule` (learning rate, momentum, ...); ``trainer_kwargs``
+    to Lightning's ``Trainer`` (accelerator, devices, strategy, precision, ...).
+    """
+    module = module or TaskModule(kind=data.kind, metric=data.metric, num_outputs=data.num_outputs, **module_kwargs)
+    train_set = tensor_dataset(data.x_train, data.y_train)
+    train = DataLoader(train_set, batch_size=batch_size, sampler=EpochShuffleSampler(len(train_set), seed=seed),
+                       num_workers=num_workers, drop_last=len(data.x_train) > batch_size)
+    val_x, val_y = (data.x_val, data.y_val) if val_split == "val" else (data.x_test, data.y_test)
+    val = DataLoader(tensor_dataset(val_x, val_y), batch_size=max(batch_size, 64), num_workers=num_workers)
+    trainer = Trainer(max_epochs=max_epochs, logger=logger, enable_progress_bar=enable_progress_bar,
+                      enable_model_summary=False, callbacks=callbacks or [], num_sanity_val_steps=0,
+                      limit_train_batches=limit_train_batches, enable_checkpointing=bool(callbacks and any(
+                          type(c).__name__ == "ModelCheckpoint" for c in callbacks)),
+                      **(trainer_kwargs or {}))
+    return Lightning(module, trainer, train_dataloaders=train, val_dataloaders=val)
