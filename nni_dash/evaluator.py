@@ -44,6 +44,7 @@ class TaskModule(LightningModule):
         self.criterion = make_loss(kind)
         self.val_metric = make_metric(metric, kind=kind, num_outputs=num_outputs)
         self.test_metric = make_metric(metric, kind=kind, num_outputs=num_outputs)
+        self.step_metric = make_metric(metric, kind=kind, num_outputs=num_outputs)
         self.higher_is_better = higher_is_better(metric)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,6 +62,10 @@ class TaskModule(LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
         out = self(x)
+        if self._trainer is not None and self.trainer.training:
+            # NNI's ENAS calls validation_step inside training and reads a per-batch reward "default"
+            self.log("default", self.step_metric(out, y), on_step=True, on_epoch=False)
+            return
         self.val_metric.update(out, y)
         self.log("val_loss", self._loss(out, y), prog_bar=True)
         self.log(f"val_{self.metric_name}", self.val_metric, prog_bar=True)
