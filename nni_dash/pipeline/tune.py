@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from typing import Any
+from typing import Any, Callable
 
 from nni_dash.errors import ConfigError
 from nni_dash.pipeline.retrain import retrain
@@ -71,8 +71,13 @@ def _grid_size(space: dict[str, dict[str, Any]]) -> int | None:
 def tune(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_args: dict[str, Any] | None = None,
          search_space: dict[str, dict[str, Any]] | None = None, tuner: str = "GridSearch", max_trials: int = 24,
          trial_epochs: int = 3, trial_batch_fraction: float = 1.0, batch_size: int = 64, seed: int = 0,
-         early_stop: bool = True) -> TuneResult:
-    """Tune the retrain hyperparameters of ``sample`` on ``data``'s validation split (see module docstring)."""
+         early_stop: bool = True, trainer_kwargs: dict[str, Any] | None = None,
+         on_trial: Callable[[int, dict[str, Any], float], None] | None = None) -> TuneResult:
+    """Tune the retrain hyperparameters of ``sample`` on ``data``'s validation split (see module docstring).
+
+    ``trainer_kwargs`` go to each trial's Lightning ``Trainer``; ``on_trial(index, params, score)`` is
+    called after every trial (progress reports, TensorBoard, NNI intermediate results).
+    """
     space = search_space or REFERENCE_GRID
     unknown = set(space) - set(TUNED_KEYS)
     if unknown:
@@ -101,10 +106,12 @@ def tune(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_args
                          learning_rate=float(params.get("learning_rate", 0.1)),
                          momentum=float(params.get("momentum", 0.9)),
                          weight_decay=float(params.get("weight_decay", 5e-4)),
-                         dropout=float(params.get("dropout", 0.0)))
+                         dropout=float(params.get("dropout", 0.0)), trainer_kwargs=trainer_kwargs)
         score = result.val_score
         nni_tuner.receive_trial_result(trial_id, params, score)
         trials.append({"params": params, "score": score})
+        if on_trial is not None:
+            on_trial(trial_id, dict(params), score)
         if best_score is None or (score > best_score if maximize else score < best_score):
             best_score, best = score, dict(params)
     if best is None:

@@ -1,0 +1,165 @@
+"""``nni-dash``: run the DASH pipeline (or one stage of it) from a YAML config.
+
+Usage::
+
+    nni-dash run     experiment_configs/digits_quick.yml --out runs/digits
+    nni-dash search  experiment_configs/digits_quick.yml --set search.epochs=2 --out runs/s1
+    nni-dash tune    experiment_configs/digits_quick.yml --arch runs/s1 --out runs/t1
+    nni-dash retrain experiment_configs/digits_quick.yml --arch runs/s1/architecture.json --out runs/r1
+    nni-dash retrain experiment_configs/digits_quick.yml --out runs/s1   # adds the stage to runs/s1
+
+Output is written to ``<out>.incomplete`` next to the target and renamed to ``<out>`` only when
+every stage succeeded. Bad input (unknown key, wrong type, unknown task/strategy/backbone, bad
+architecture) is reported before anything is written: one line ``error: <key path>: ...`` on
+stderr, exit code 2. A failure during training leaves ``<out>.incomplete/`` with ``error.txt``
+(the traceback) and checkpoints; ``<out>`` itself is never half-written. The next run to the same
+``--out`` removes a stale ``.incomplete`` folder.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+from nni_dash.errors import ConfigError, DashError
+
+__all__ = ["main", "build_parser", "load_config", "staged_output", "is_main_process", "load_task"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nni-dash", description="DASH kernel-size x dilation search on NNI 3.0: "
+                                     "search -> tune -> retrain -> test.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{search,tune,retrain,run}")
+    helps = {"search": "one-shot search; exports the architecture", "tune": "tune retrain hyperparameters of an "
+             "architecture", "retrain": "retrain an architecture from scratch and test it",
+             "run": "search -> tune -> retrain -> test"}
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("config", help="pipeline YAML (see experiment_configs/)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
+                       help="override a config value (YAML-parsed), repeatable: --set search.epochs=3")
+        p.add_argument("--out", help="output folder (default runs/<config>-<command>-<time>)")
+        if name in ("tune", "retrain"):
+            p.add_argument("--arch", help="architecture JSON, or a search output folder (its tuned hparams too)")
+        p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+        p.add_argument("-v", "--verbose", action="store_true", help="keep NNI/Lightning info logs and warnings")
+    return parser
+
+
+def load_config(path: str, overrides: list[str]) -> "ExperimentConfig":  # noqa: F821
+    from nni_dash.config import ExperimentConfig
+    return ExperimentConfig.from_yaml(path).apply_overrides(overrides).validate()
+
+
+def is_main_process() -> bool:
+    """False in DDP worker processes (rank > 0), which must not write artefacts."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+@contextlib.contextmanager
+def staged_output(target: Path, *, base: Path | None = None, main: bool = True) -> Iterator[Path]:
+    """Yield ``<target>.incomplete`` (a copy of ``base`` if given); rename it to ``target`` on success."""
+    work = target.with_name(target.name + ".incomplete")
+    if main:
+        shutil.rmtree(work, ignore_errors=True)
+        if base is not None:
+            shutil.copytree(base, work, symlinks=True)
+        work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    except BaseException:
+        if main and work.is_dir():
+            (work / "error.txt").write_text(traceback.format_exc())
+        raise
+    if main:
+        old = target.with_name(target.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            target.rename(old)
+        work.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_task(cfg: "ExperimentConfig") -> "TaskData":  # noqa: F821
+    """The config's task data; errors name the ``task`` key they come from."""
+    from nni_dash.tasks import create_task
+    try:
+        return create_task(cfg.task.name, **cfg.task.options)
+    except DashError as err:
+        if not str(err).startswith("task"):
+            err.args = (f"task.options ({cfg.task.name}): {err}",)
+        raise
+
+
+def _quiet(verbose: bool) -> None:
+    if verbose:
+        return
+    logging.getLogger("nni").setLevel(logging.ERROR)  # "training_service will be ignored ..." etc.
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*Trying to infer the `batch_size`.*", ".*LeafSpec.*",
+                    ".*pkg_resources is deprecated.*", ".*is found to be not a nn.Module.*",
+                    ".*Checkpoint directory .* exists and is not empty.*", ".*GPU available but not used.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Path, Path | None, dict | None, dict | None]:
+    """``(target, base folder to extend, sample, tuned hparams)`` from ``--out``/``--arch``/``--force``."""
+    stem = Path(args.config).stem
+    target = Path(args.out or f"runs/{stem}-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    sample = tuned = base = None
+    if getattr(args, "arch", None):
+        from nni_dash.cli.stages import load_architecture_source
+        sample, tuned, source = load_architecture_source(args.arch)
+        if source is not None and source.resolve() == target:
+            base = target  # --arch is the output folder itself: extend it
+    elif args.command in ("tune", "retrain"):
+        if not (target / "architecture.json").is_file():
+            raise ConfigError(f"--arch: {args.command} needs an architecture: pass --arch ARCH.json or a search "
+                              f"output folder, or --out a search output folder to extend")
+        base = target
+    if base is None and target.exists() and not args.force:
+        raise ConfigError(f"--out: {str(target)!r} already exists; choose another folder or pass --force")
+    return target, base, sample, tuned
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet(args.verbose)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        target, base, sample, tuned = _resolve(args)
+        import nni_dash  # noqa: F401  (NNI compatibility fixes)
+        from nni_dash.cli.stages import COMMANDS, Run, check_inputs
+
+        if cfg.trainer.threads:
+            import torch
+            torch.set_num_threads(cfg.trainer.threads)
+        data = load_task(cfg)
+        check_inputs(cfg, data, sample)
+        main_process = is_main_process()
+        print(f"nni-dash {args.command}: {data.summary()}\n  output: {target}")
+        with staged_output(target, base=base, main=main_process) as work:
+            run = Run(cfg, data, work, work / "tensorboard", main=main_process, sample=sample, tuned=tuned)
+            run.run(COMMANDS[args.command])
+    except DashError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if main_process:
+        print("\n" + run.summary() + f"\nartefacts: {target}\ntensorboard: tensorboard --logdir {target / 'tensorboard'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

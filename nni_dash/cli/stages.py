@@ -1,0 +1,210 @@
+"""The pipeline behind ``nni-dash`` and the NNI trial: config -> stage functions -> artefacts.
+
+:class:`Run` holds what every stage needs (config, task data, the folder being written, TensorBoard
+root, metric sinks) and runs ``search``, ``tune`` and ``retrain`` of :mod:`nni_dash.pipeline` with
+the config's values, writing the artefacts listed in :mod:`nni_dash.report`.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from nni_dash.config import ExperimentConfig
+from nni_dash.errors import ConfigError
+from nni_dash.monitor import EpochRecorder, tensorboard_logger
+from nni_dash.report import MetricsLog, format_summary, plot_architecture, read_architecture, write_json
+
+__all__ = ["STAGES", "COMMANDS", "Run", "check_inputs", "load_architecture_source"]
+
+STAGES = ("search", "tune", "retrain")
+COMMANDS = {"search": ("search",), "tune": ("tune",), "retrain": ("retrain",), "run": STAGES}
+
+
+def check_inputs(cfg: ExperimentConfig, data: Any, sample: dict[str, str] | None = None) -> None:
+    """Fail early (before any output exists) on backbone/strategy arguments and a foreign architecture."""
+    from nni_dash.backbones import create_backbone
+    from nni_dash.pipeline import head_for, make_strategy
+
+    common = dict(in_channels=data.in_channels, num_outputs=data.num_outputs, head=head_for(data.kind))
+    space = create_backbone(cfg.backbone.name, **common, **cfg.backbone.args)
+    create_backbone(cfg.backbone.name, **common, **{**cfg.backbone.args, **cfg.backbone.retrain_args})
+    if cfg.search.strategy != "none":
+        make_strategy(cfg.search.strategy, **cfg.search.strategy_args)
+    if sample is not None:
+        choices = {label: list(m.values) for label, m in space.simplify().items()}
+        if set(sample) != set(choices):
+            raise ConfigError(f"--arch: layer labels {sorted(sample)} do not match backbone {cfg.backbone.name!r} "
+                              f"labels {sorted(choices)}")
+        for label, value in sample.items():
+            if value not in choices[label]:
+                raise ConfigError(f"--arch: {label}={value!r} is not a candidate; allowed: "
+                                  f"{', '.join(choices[label])}")
+
+
+def load_architecture_source(path: str | Path) -> tuple[dict[str, str], dict[str, Any] | None, Path | None]:
+    """``(sample, tuned hparams or None, run folder or None)`` from ``--arch`` (a JSON file or a run folder)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "architecture.json").is_file():
+            raise ConfigError(f"--arch: {str(path)!r} has no architecture.json (run `nni-dash search` first)")
+        best = path / "tune" / "best.json"
+        tuned = json.loads(best.read_text()) if best.is_file() else None
+        return read_architecture(path / "architecture.json"), tuned, path
+    if not path.is_file():
+        raise ConfigError(f"--arch: no such file or run folder {str(path)!r}")
+    return read_architecture(path), None, None
+
+
+@dataclasses.dataclass
+class Run:
+    """One pipeline run writing into ``folder`` (see :mod:`nni_dash.report` for the layout)."""
+
+    cfg: ExperimentConfig
+    data: Any
+    folder: Path
+    tb_root: Path
+    sinks: list[Callable[[str, int, dict[str, float]], None]] = dataclasses.field(default_factory=list)
+    main: bool = True                # False on DDP ranks > 0: they compute but write nothing
+    echo: Callable[[str], None] = print
+    sample: dict[str, str] | None = None
+    probs: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    tuned: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.log = MetricsLog.load(self.folder)
+        self.log.data.update(task=self.data.name, metric=self.data.metric, backbone=self.cfg.backbone.name)
+        if self.sample is None and (self.folder / "architecture.json").is_file():
+            self.sample = read_architecture(self.folder / "architecture.json")
+        if (self.folder / "search" / "probs.json").is_file():
+            self.probs = json.loads((self.folder / "search" / "probs.json").read_text())
+        if self.tuned is None and (self.folder / "tune" / "best.json").is_file():
+            self.tuned = json.loads((self.folder / "tune" / "best.json").read_text())
+
+    # ---- common -----------------------------------------------------------------------------------
+    @property
+    def retrain_args(self) -> dict[str, Any]:
+        return {**self.cfg.backbone.args, **self.cfg.backbone.retrain_args}
+
+    def _common(self) -> dict[str, Any]:
+        return dict(backbone=self.cfg.backbone.name, seed=self.cfg.seed, trainer_kwargs=self.cfg.trainer.trainer_kwargs())
+
+    def _recorder(self, stage: str) -> EpochRecorder:
+        return EpochRecorder(stage, [self.log.sink, *self.sinks])
+
+    def _clear(self, stages: tuple[str, ...]) -> None:
+        """Remove earlier results of ``stages`` (a re-run replaces them)."""
+        self.log.drop_stages(list(stages))
+        if self.main:
+            for stage in stages:
+                for folder in (self.folder / stage, self.tb_root / stage):
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def run(self, stages: tuple[str, ...]) -> dict[str, Any]:
+        self._clear(stages)
+        if self.main:
+            self.cfg.to_yaml(self.folder / "config.yml")
+        for stage in stages:
+            if stage == "tune" and not self.cfg.tune.enabled:
+                self.echo("tune: disabled (tune.enabled=false); retrain uses the retrain.* values")
+                continue
+            if stage != "search" and self.sample is None:
+                raise ConfigError(f"{stage}: needs an architecture; pass --arch ARCH.json or a search output folder")
+            getattr(self, f"_{stage}")()
+            self.save()
+        return self.log.data
+
+    def save(self) -> None:
+        if self.main:
+            self.log.save(self.folder)
+            (self.folder / "summary.txt").write_text(self.summary() + "\n")
+
+    def summary(self) -> str:
+        return format_summary(self.log.data, self.sample)
+
+    # ---- stages -----------------------------------------------------------------------------------
+    def _search(self) -> None:
+        from pytorch_lightning.callbacks import ModelCheckpoint
+
+        from nni_dash.backbones import create_backbone
+        from nni_dash.pipeline import head_for, search
+
+        s = self.cfg.search
+        self.echo(f"search: {s.strategy} on {self.data.name}, {s.epochs} epoch(s)")
+        callbacks = [self._recorder("search"),
+                     ModelCheckpoint(dirpath=self.folder / "search" / "checkpoints", filename="last")]
+        result = search(self.data, backbone_args=self.cfg.backbone.args, strategy=s.strategy,
+                        strategy_args=s.strategy_args, epochs=s.epochs, batch_size=s.batch_size,
+                        learning_rate=s.learning_rate, momentum=s.momentum, weight_decay=s.weight_decay,
+                        callbacks=callbacks, logger=tensorboard_logger(self.tb_root, "search"),
+                        enable_progress_bar=self.cfg.trainer.progress_bar, **self._common())
+        self.sample, self.probs, self.tuned = dict(result.sample), result.probs, None
+        self.log.stage("search", {"strategy": result.strategy, "epochs": result.epochs, "seconds": result.seconds,
+                                  "architecture": self.sample})
+        if not self.main:
+            return
+        write_json(self.folder / "architecture.json", self.sample)
+        write_json(self.folder / "search" / "probs.json", self.probs)
+        space = create_backbone(self.cfg.backbone.name, in_channels=self.data.in_channels,
+                                num_outputs=self.data.num_outputs, head=head_for(self.data.kind),
+                                **self.cfg.backbone.args)
+        candidates = {label: list(m.values) for label, m in space.simplify().items()}
+        plot_architecture(self.folder / "architecture.png", self.sample, self.probs, candidates,
+                          title=f"{self.cfg.backbone.name} on {self.data.name}: {result.strategy}")
+
+    def _tune(self) -> None:
+        from nni_dash.pipeline import tune
+
+        t = self.cfg.tune
+        self.echo(f"tune: {t.tuner}, up to {t.max_trials} trial(s) of {t.trial_epochs} epoch(s)")
+        tb = tensorboard_logger(self.tb_root, "tune") if self.main else None
+
+        def on_trial(index: int, params: dict[str, Any], score: float) -> None:
+            self.echo(f"  trial {index}: {params} -> val {self.data.metric} {score:.4f}")
+            metrics = {"tune/score": float(score), **{f"tune/{k}": float(v) for k, v in params.items()}}
+            if tb is not None:
+                tb.log_metrics(metrics, step=index)
+            for sink in [self.log.sink, *self.sinks]:
+                sink("tune", index, {f"val_{self.data.metric}": float(score), **{k: float(v) for k, v in params.items()}})
+
+        result = tune(self.data, self.sample, backbone_args=self.retrain_args, search_space=t.search_space,
+                      tuner=t.tuner, max_trials=t.max_trials, trial_epochs=t.trial_epochs,
+                      trial_batch_fraction=t.trial_batch_fraction, batch_size=self.cfg.retrain.batch_size,
+                      early_stop=t.early_stop, on_trial=on_trial, **self._common())
+        if tb is not None:
+            tb.finalize("success")
+        self.tuned = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in result.best.items()}
+        self.log.stage("tune", {"tuner": t.tuner, "best": self.tuned, "best_score": result.best_score,
+                                "trials": result.trials, "seconds": result.seconds})
+        if self.main:
+            write_json(self.folder / "tune" / "best.json", self.tuned)
+            with open(self.folder / "tune" / "trials.csv", "w", newline="") as f:
+                keys = sorted({k for trial in result.trials for k in trial["params"]})
+                writer = csv.writer(f)
+                writer.writerow(["trial", *keys, "score"])
+                for i, trial in enumerate(result.trials):
+                    writer.writerow([i, *[trial["params"].get(k, "") for k in keys], trial["score"]])
+
+    def _retrain(self) -> None:
+        from nni_dash.pipeline import retrain
+
+        r = self.cfg.retrain
+        hp = dict(learning_rate=r.learning_rate, momentum=r.momentum, weight_decay=r.weight_decay, dropout=r.dropout)
+        source = "tuned" if self.tuned else "config"
+        hp.update({k: float(v) for k, v in (self.tuned or {}).items() if k in hp})
+        self.echo(f"retrain: {r.epochs} epoch(s) from scratch, {source} hparams {hp}")
+        result = retrain(self.data, self.sample, backbone_args=self.retrain_args, epochs=r.epochs,
+                         batch_size=r.batch_size, optimizer=r.optimizer, lr_milestones=r.lr_milestones,
+                         lr_gamma=r.lr_gamma, select_best=r.select_best,
+                         ckpt_dir=str(self.folder / "retrain" / "checkpoints"),
+                         callbacks=[self._recorder("retrain")], logger=tensorboard_logger(self.tb_root, "retrain"),
+                         enable_progress_bar=self.cfg.trainer.progress_bar, **hp, **self._common())
+        self.log.stage("retrain", {"hparams": result.hparams, "hparams_source": source, "epochs": result.epochs,
+                                   "num_parameters": result.num_parameters, "test_score": result.test_score,
+                                   "val_score": result.val_score, "seconds": result.seconds})
+        self.log.data.update(test_score=result.test_score, val_score=result.val_score)
+        self.log.final(f"test_{result.metric}", result.test_score)
+        self.log.final(f"val_{result.metric}", result.val_score)

@@ -1,0 +1,133 @@
+"""Monitoring: per-epoch metric records, TensorBoard loggers, and reports to an outer NNI trial.
+
+* :class:`EpochRecorder` - a Lightning callback that, at the end of every training epoch (after
+  validation), collects the trainer's scalar metrics plus the per-layer alpha probabilities
+  ``prob/<label>/<candidate>`` of a one-shot module, writes the probabilities to every logger (so
+  TensorBoard has them whatever the step alignment of ``log_probs``), and hands the record to sinks
+  (the CSV/JSON history, the NNI reporter).
+* :class:`OuterTrialReporter` - sends ``PERIODICAL``/``FINAL`` metrics to the NNI manager on the
+  trial command channel captured at construction. Create it **before** ``NasExperiment.run()``:
+  NNI's sequential engine swaps the default channel (and ``nni.trial._params``) while a one-shot
+  search runs, so plain ``nni.report_*`` calls would go to the inner engine.
+* :func:`nni_tensorboard_dir` - where NNI 3.0's web UI TensorBoard looks (bug microsoft/nni#5609).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger
+
+__all__ = ["EpochRecorder", "OuterTrialReporter", "nni_tensorboard_dir", "tensorboard_logger", "scalar_metrics",
+           "module_probs"]
+
+Sink = Callable[[str, int, dict[str, float]], None]
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Finite scalar entries of a Lightning metrics dict as floats."""
+    out = {}
+    for key, value in metrics.items():
+        try:
+            number = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+        if math.isfinite(number):
+            out[str(key)] = number
+    return out
+
+
+def module_probs(pl_module: Any) -> dict[str, float]:
+    """``{"prob/<label>/<candidate>": p}`` of a one-shot module with probabilities (else empty)."""
+    export_probs = getattr(pl_module, "export_probs", None)
+    if export_probs is None:
+        return {}
+    try:
+        probs = export_probs()
+    except Exception:  # sampling strategies (RandomOneShot, ENAS) have no probabilities
+        return {}
+    return {f"prob/{label}/{value}": float(p) for label, dist in probs.items() for value, p in dist.items()}
+
+
+class EpochRecorder(pl.Callback):
+    """Record the metrics of every training epoch of ``stage`` and pass them to ``sinks``."""
+
+    def __init__(self, stage: str, sinks: list[Sink] | None = None) -> None:
+        self.stage, self.sinks = stage, list(sinks or [])
+        self.records: list[tuple[int, dict[str, float]]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = scalar_metrics(trainer.callback_metrics)
+        probs = module_probs(pl_module)
+        if probs and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(probs, step=trainer.global_step)
+        metrics.update(probs)
+        epoch = trainer.current_epoch
+        self.records.append((epoch, metrics))
+        if trainer.is_global_zero:
+            for sink in self.sinks:
+                sink(self.stage, epoch, metrics)
+
+
+def tensorboard_logger(root: str | Path, stage: str) -> TensorBoardLogger:
+    """A TensorBoard logger writing event files to ``root/stage`` (no hparams placeholder metric)."""
+    return TensorBoardLogger(save_dir=str(root), name="", version=stage, default_hp_metric=False)
+
+
+def nni_tensorboard_dir() -> Path | None:
+    """The folder NNI's web UI TensorBoard reads for this trial, or None outside an NNI trial.
+
+    NNI 3.0's local service sets ``NNI_OUTPUT_DIR=<exp>/environments/local-env/trials/<id>`` but
+    its TensorBoard manager reads ``<exp>/trials/<id>/output/tensorboard`` (microsoft/nni#5609), so
+    write there when the layout matches; otherwise ``$NNI_OUTPUT_DIR/tensorboard`` (the documented place).
+    """
+    output = os.environ.get("NNI_OUTPUT_DIR")
+    if not output:
+        return None
+    out = Path(output)
+    trial_id = os.environ.get("NNI_TRIAL_JOB_ID") or out.name
+    parts = out.parts
+    if len(parts) >= 4 and parts[-2] == "trials" and parts[-4] == "environments" and parts[-1] == trial_id:
+        return Path(*parts[:-4]) / "trials" / trial_id / "output" / "tensorboard"
+    return out / "tensorboard"
+
+
+class OuterTrialReporter:
+    """Report to the NNI trial that runs this process, on the channel captured at construction."""
+
+    def __init__(self, parameter_id: Any = None) -> None:
+        import nni
+        from nni.runtime.env_vars import trial_env_vars
+        from nni.runtime.trial_command_channel import get_default_trial_command_channel
+
+        self.channel = get_default_trial_command_channel()
+        params = getattr(nni.trial, "_params", None) or {}
+        self.parameter_id = parameter_id if parameter_id is not None else params.get("parameter_id")
+        self.trial_job_id = trial_env_vars.NNI_TRIAL_JOB_ID
+        self.sequence = 0
+        self.default_key: str | None = None  # metric used as "default" (e.g. val_accuracy)
+
+    def intermediate(self, metrics: dict[str, float]) -> None:
+        """Send one ``PERIODICAL`` record; ``default`` is ``default_key``'s value (else the first metric)."""
+        if not metrics:
+            return
+        value = dict(metrics)
+        if "default" not in value:
+            key = self.default_key if self.default_key in value else next(iter(value))
+            value = {"default": value[key], **value}
+        self.channel.send_metric(type="PERIODICAL", parameter_id=self.parameter_id, trial_job_id=self.trial_job_id,
+                                 sequence=self.sequence, value=value)
+        self.sequence += 1
+
+    def final(self, metrics: dict[str, Any]) -> None:
+        """Send the ``FINAL`` record (``metrics["default"]`` must be a float)."""
+        self.channel.send_metric(type="FINAL", parameter_id=self.parameter_id, trial_job_id=self.trial_job_id,
+                                 sequence=0, value=metrics)
+
+    def sink(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        """An :class:`EpochRecorder` sink: one ``PERIODICAL`` record per epoch, tagged with the stage."""
+        self.intermediate({**metrics, "stage_epoch": float(epoch)})
