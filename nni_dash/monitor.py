@@ -53,19 +53,27 @@ def module_probs(pl_module: Any) -> dict[str, float]:
 
 
 class EpochRecorder(pl.Callback):
-    """Record the metrics of every training epoch of ``stage`` and pass them to ``sinks``."""
+    """Record the metrics of every training epoch of ``stage`` and pass them to ``sinks``.
 
-    def __init__(self, stage: str, sinks: list[Sink] | None = None) -> None:
-        self.stage, self.sinks = stage, list(sinks or [])
+    ``evaluate(pl_module) -> {name: value}`` adds metrics computed at each epoch end (and logged).
+    """
+
+    def __init__(self, stage: str, sinks: list[Sink] | None = None,
+                 evaluate: Callable[[Any], dict[str, float]] | None = None) -> None:
+        self.stage, self.sinks, self.evaluate = stage, list(sinks or []), evaluate
         self.records: list[tuple[int, dict[str, float]]] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = scalar_metrics(trainer.callback_metrics)
-        probs = module_probs(pl_module)
-        if probs and trainer.is_global_zero:
+        extra = module_probs(pl_module)
+        if self.evaluate is not None:
+            # one-shot searches have no validation loop: score the supernet so that every stage
+            # reports the same "default" metric (what NNI's tuners and assessors compare)
+            extra.update({k: v for k, v in self.evaluate(pl_module).items() if k not in metrics})
+        if extra and trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_metrics(probs, step=trainer.global_step)
-        metrics.update(probs)
+                logger.log_metrics(extra, step=trainer.global_step)
+        metrics.update(extra)
         epoch = trainer.current_epoch
         self.records.append((epoch, metrics))
         if trainer.is_global_zero:

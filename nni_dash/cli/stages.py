@@ -92,8 +92,11 @@ class Run:
     def _common(self) -> dict[str, Any]:
         return dict(backbone=self.cfg.backbone.name, seed=self.cfg.seed, trainer_kwargs=self.cfg.trainer.trainer_kwargs())
 
-    def _recorder(self, stage: str) -> EpochRecorder:
-        return EpochRecorder(stage, [self.log.sink, *self.sinks])
+    def _recorder(self, stage: str, score_supernet: bool = False) -> EpochRecorder:
+        def supernet_score(module: Any) -> dict[str, float]:
+            from nni_dash.pipeline import evaluate
+            return {f"val_{self.data.metric}": evaluate(module, self.data, split="val")}
+        return EpochRecorder(stage, [self.log.sink, *self.sinks], evaluate=supernet_score if score_supernet else None)
 
     def _clear(self, stages: tuple[str, ...]) -> None:
         """Remove earlier results of ``stages`` (a re-run replaces them)."""
@@ -134,7 +137,7 @@ class Run:
 
         s = self.cfg.search
         self.echo(f"search: {s.strategy} on {self.data.name}, {s.epochs} epoch(s)")
-        callbacks = [self._recorder("search"),
+        callbacks = [self._recorder("search", score_supernet=True),
                      ModelCheckpoint(dirpath=self.folder / "search" / "checkpoints", filename="last")]
         result = search(self.data, backbone_args=self.cfg.backbone.args, strategy=s.strategy,
                         strategy_args=s.strategy_args, epochs=s.epochs, batch_size=s.batch_size,
