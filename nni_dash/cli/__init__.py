@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         main_process = is_main_process()
         print(f"nni-dash {args.command}: {data.summary()}\n  output: {target}")
         with staged_output(target, base=base, main=main_process) as work:
-            run = Run(cfg, data, work, work / "tensorboard", main=main_process, sample=sample, tuned=tuned)
+            run = Run(cfg, data, work, work / "tensorboard", main=main_process, sample=sample, tuned=tuned,
+                      echo=print if main_process else (lambda text: None))
             run.run(COMMANDS[args.command])
     except DashError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
