@@ -89,8 +89,11 @@ def staged_output(target: Path, *, base: Path | None = None, main: bool = True) 
 
 
 def load_task(cfg: "ExperimentConfig") -> "TaskData":  # noqa: F821
-    """The config's task data; errors name the ``task`` key they come from."""
+    """The config's task data; errors name the ``task`` key they come from. Applies ``trainer.threads``."""
     from nni_dash.tasks import create_task
+    if cfg.trainer.threads:
+        import torch
+        torch.set_num_threads(cfg.trainer.threads)
     try:
         return create_task(cfg.task.name, **cfg.task.options)
     except DashError as err:
@@ -140,9 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         import nni_dash  # noqa: F401  (NNI compatibility fixes)
         from nni_dash.cli.stages import COMMANDS, Run, check_inputs
 
-        if cfg.trainer.threads:
-            import torch
-            torch.set_num_threads(cfg.trainer.threads)
         data = load_task(cfg)
         check_inputs(cfg, data, sample)
         main_process = is_main_process()
