@@ -156,12 +156,16 @@ def fft_conv(
 
     B, c_in, c_out = x.shape[0], x.shape[1], w.shape[0]
     freq = x_hat.shape[2:]
-    x_hat = x_hat.reshape(B, groups, c_in // groups, *freq)
-    w_hat = w_hat.reshape(groups, c_out // groups, c_in // groups, *freq)
-    if c_in // groups == 1:  # depthwise / channel multiplier: no channel mixing
-        y_hat = x_hat * w_hat.unsqueeze(0)[:, :, :, 0]
+    n_freq = math.prod(freq)
+    ci, co = c_in // groups, c_out // groups
+    if ci == 1:  # depthwise / channel multiplier: no channel mixing
+        y_hat = x_hat.reshape(B, groups, 1, n_freq) * w_hat.reshape(1, groups, co, n_freq)
     else:
-        y_hat = torch.einsum("bgi...,goi...->bgo...", x_hat, w_hat)
+        # Per-frequency channel mixing y[f] = x[f] @ w[f] as one batched complex matmul with the
+        # frequency axis leading (an einsum over trailing frequency axes is ~30x slower on CPU).
+        x_f = x_hat.reshape(B, groups, ci, n_freq).permute(1, 3, 0, 2)   # (G, F, B, C_in/g)
+        w_f = w_hat.reshape(groups, co, ci, n_freq).permute(0, 3, 2, 1)  # (G, F, C_in/g, C_out/g)
+        y_hat = torch.matmul(x_f, w_f).permute(2, 0, 3, 1)              # (B, G, C_out/g, F)
     y = torch.fft.irfftn(y_hat.reshape(B, c_out, *freq), s=sizes, dim=dims)
     y = y[(Ellipsis, *(slice(0, n, s) for n, s in zip(spatial, strides)))]
     if bias is not None:
