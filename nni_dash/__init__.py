@@ -12,9 +12,13 @@ from nni_dash import compat as _compat  # noqa: E402
 
 _compat.apply()
 
-from nni_dash.nn import CausalConv1d, DashConv1d, DashConv2d  # noqa: E402
+from nni_dash.backbones import create_backbone, list_backbones, rebuild  # noqa: E402
+from nni_dash.config import ExperimentConfig  # noqa: E402
+from nni_dash.nn import CausalConv1d, DashConv1d, DashConv2d, dashify  # noqa: E402
 from nni_dash.oneshot import MixedDashConv  # noqa: E402  (registers the supernet op with NNI)
+from nni_dash.strategy import DASH  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["CausalConv1d", "DashConv1d", "DashConv2d", "MixedDashConv", "__version__"]
+__all__ = ["DASH", "CausalConv1d", "DashConv1d", "DashConv2d", "ExperimentConfig", "MixedDashConv", "__version__",
+           "create_backbone", "dashify", "list_backbones", "rebuild"]
