@@ -17,18 +17,25 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
+import itertools
+
+import nni
 import numpy as np
 import torch
 import torch.nn as nn
-from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Trainer
+from nni.nas.evaluator.pytorch import Lightning, LightningModule, Trainer
 from torch.utils.data import Sampler, TensorDataset
+
+from nni_dash.errors import NumericalError
 
 from nni_dash.tasks.base import TaskData
 from nni_dash.tasks.metrics import higher_is_better, make_loss, make_metric
 
-__all__ = ["TaskModule", "EpochShuffleSampler", "task_evaluator", "tensor_dataset", "OPTIMIZERS"]
+__all__ = ["TaskModule", "EpochShuffleSampler", "ResumableDataLoader", "task_evaluator", "tensor_dataset",
+           "OPTIMIZERS", "NAN_POLICIES"]
 
 OPTIMIZERS = ("sgd", "adam")
+NAN_POLICIES = ("stop", "skip")
 
 
 class TaskModule(LightningModule):
@@ -36,8 +43,13 @@ class TaskModule(LightningModule):
 
     def __init__(self, *, kind: str, metric: str, num_outputs: int, learning_rate: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 5e-4, optimizer: str = "sgd",
-                 lr_milestones: Sequence[int] = (), lr_gamma: float = 0.2) -> None:
+                 lr_milestones: Sequence[int] = (), lr_gamma: float = 0.2, nan_policy: str | None = "stop") -> None:
         super().__init__()
+        if nan_policy is not None and nan_policy not in NAN_POLICIES:
+            from nni_dash.errors import ConfigError
+            raise ConfigError(f"nan_policy={nan_policy!r}: allowed values are stop, skip")
+        self.nan_policy = nan_policy  # None: the caller (e.g. the DASH loop) checks the loss itself
+        self.skipped_batches = 0
         self.kind, self.metric_name, self.num_outputs = kind, metric, num_outputs
         self.learning_rate, self.momentum, self.weight_decay = learning_rate, momentum, weight_decay
         self.optimizer_name, self.lr_milestones, self.lr_gamma = optimizer, tuple(lr_milestones), lr_gamma
@@ -53,9 +65,18 @@ class TaskModule(LightningModule):
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.criterion(out, y)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         x, y = batch
         loss = self._loss(self(x), y)
+        if self.nan_policy is not None and not torch.isfinite(loss).all():
+            if self.nan_policy == "skip" and self.automatic_optimization and self._trainer is not None:
+                self.skipped_batches += 1
+                self.log("skipped_batches", float(self.skipped_batches))
+                return None  # Lightning skips the optimiser step of this batch
+            epoch = self.trainer.current_epoch if self._trainer is not None else "?"
+            step = self.trainer.global_step if self._trainer is not None else "?"
+            raise NumericalError(f"non-finite training loss ({loss.item()}) at epoch {epoch}, step {step}, batch "
+                                 f"{batch_idx}; lower the learning rate or set trainer.nan_policy=skip")
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
@@ -110,6 +131,46 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
 
+class _ResumableDataLoader(torch.utils.data.DataLoader):
+    """A ``DataLoader`` that can continue an epoch part-way through.
+
+    :meth:`position` is ``{"epoch", "batches"}``: the sampler's epoch and how many batches the current
+    pass has delivered. :meth:`resume_from` makes the next pass skip that many batches of that epoch's
+    order (:class:`EpochShuffleSampler`'s permutation depends only on ``(seed, epoch)``; a sequential
+    held-out loader continues its cycle). Passes are lazy generators, so ``resume_from`` may be called
+    after ``iter()`` and before the first batch. See :mod:`nni_dash.checkpoint`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._delivered = 0
+        self._skip = 0
+
+    def position(self) -> dict[str, Any]:
+        return {"epoch": getattr(self.sampler, "epoch", None), "batches": self._delivered}
+
+    def resume_from(self, state: dict[str, Any]) -> None:
+        if state.get("epoch") is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(int(state["epoch"]))
+        self._skip = int(state.get("batches", 0))
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return self._pass()
+
+    def _pass(self) -> Iterator[Any]:
+        skip, self._skip = self._skip, 0
+        self._delivered = skip
+        batches = super().__iter__()
+        if skip:
+            batches = itertools.islice(batches, skip, None)  # in-memory tensors: skipping costs little
+        for batch in batches:
+            self._delivered += 1
+            yield batch
+
+
+ResumableDataLoader = nni.trace(_ResumableDataLoader)
+
+
 def tensor_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
     """Arrays of a task split as a ``TensorDataset`` (float32 inputs; labels as the task stores them)."""
     return TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)))
@@ -126,13 +187,18 @@ def task_evaluator(data: TaskData, *, batch_size: int, max_epochs: int, module: 
     """
     module = module or TaskModule(kind=data.kind, metric=data.metric, num_outputs=data.num_outputs, **module_kwargs)
     train_set = tensor_dataset(data.x_train, data.y_train)
-    train = DataLoader(train_set, batch_size=batch_size, sampler=EpochShuffleSampler(len(train_set), seed=seed),
-                       num_workers=num_workers, drop_last=len(data.x_train) > batch_size)
+    train = ResumableDataLoader(train_set, batch_size=batch_size,
+                                sampler=EpochShuffleSampler(len(train_set), seed=seed), num_workers=num_workers,
+                                drop_last=len(data.x_train) > batch_size)
     val_x, val_y = (data.x_val, data.y_val) if val_split == "val" else (data.x_test, data.y_test)
-    val = DataLoader(tensor_dataset(val_x, val_y), batch_size=max(batch_size, 64), num_workers=num_workers)
+    val = ResumableDataLoader(tensor_dataset(val_x, val_y), batch_size=max(batch_size, 64), num_workers=num_workers)
+    from pytorch_lightning.callbacks import Checkpoint
+
+    from nni_dash.checkpoint import AtomicCheckpointIO
+    kwargs = dict(trainer_kwargs or {})
+    kwargs.setdefault("plugins", [AtomicCheckpointIO()])
     trainer = Trainer(max_epochs=max_epochs, logger=logger, enable_progress_bar=enable_progress_bar,
                       enable_model_summary=False, callbacks=callbacks or [], num_sanity_val_steps=0,
-                      limit_train_batches=limit_train_batches, enable_checkpointing=bool(callbacks and any(
-                          type(c).__name__ == "ModelCheckpoint" for c in callbacks)),
-                      **(trainer_kwargs or {}))
+                      limit_train_batches=limit_train_batches,
+                      enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks or []), **kwargs)
     return Lightning(module, trainer, train_dataloaders=train, val_dataloaders=val)

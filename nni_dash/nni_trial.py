@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         from nni_dash.cli.stages import COMMANDS, Run, check_inputs
         from nni_dash.monitor import OuterTrialReporter, nni_tensorboard_dir
 
+        from nni_dash.cli.validation import crop_search_space
         data = load_task(cfg)
+        cfg = crop_search_space(cfg, data, warn=lambda text: print(text, file=sys.stderr, flush=True))
         check_inputs(cfg, data)
         reporter = OuterTrialReporter(parameter_id) if main_process else None  # before any search runs
         out = Path(args.out or Path(os.environ.get("NNI_OUTPUT_DIR", ".")) / "nni_dash")

@@ -48,8 +48,10 @@ def create_backbone(name: str, **kwargs: Any) -> ModelSpace:
     cls = backbone_class(name)
     try:
         return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"backbone.{name}: {err}") from None
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:  # bad keyword / bad value of a layer (one line, names the argument)
+        raise ConfigError(f"backbone.{name}: {' '.join(str(err).split())}") from None
 
 
 def default_sample(name: str, **kwargs: Any) -> dict[str, str]:

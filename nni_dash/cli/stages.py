@@ -34,6 +34,9 @@ def check_inputs(cfg: ExperimentConfig, data: Any, sample: dict[str, str] | None
     create_backbone(cfg.backbone.name, **common, **{**cfg.backbone.args, **cfg.backbone.retrain_args})
     if cfg.search.strategy != "none":
         make_strategy(cfg.search.strategy, **cfg.search.strategy_args)
+        if not space.simplify():
+            raise ConfigError(f"backbone.args: the model space of backbone {cfg.backbone.name!r} has no searchable "
+                              f"layer (no DashConv1d/2d); allowed: a space with at least one, or search.strategy=none")
     if sample is not None:
         choices = {label: list(m.values) for label, m in space.simplify().items()}
         if set(sample) != set(choices):
@@ -73,6 +76,7 @@ class Run:
     sample: dict[str, str] | None = None
     probs: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     tuned: dict[str, Any] | None = None
+    resume: bool = False             # continue an interrupted run: keep finished stages, resume from last.ckpt
 
     def __post_init__(self) -> None:
         self.log = MetricsLog.load(self.folder)
@@ -96,7 +100,25 @@ class Run:
         def supernet_score(module: Any) -> dict[str, float]:
             from nni_dash.pipeline import evaluate
             return {f"val_{self.data.metric}": evaluate(module, self.data, split="val")}
-        return EpochRecorder(stage, [self.log.sink, *self.sinks], evaluate=supernet_score if score_supernet else None)
+        return EpochRecorder(stage, [self.log.sink, self._persist, *self.sinks],
+                             evaluate=supernet_score if score_supernet else None)
+
+    def _persist(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        """Sink: save metrics.csv/json after every epoch, so a resumed run keeps the epochs before a kill."""
+        if self.main:
+            self.log.save(self.folder)
+
+    def _checkpoint(self, stage: str) -> Any:
+        from nni_dash.checkpoint import ResumeCheckpoint
+        return ResumeCheckpoint(self.folder / stage / "checkpoints", every_n_steps=self.cfg.trainer.checkpoint_every_n_steps)
+
+    def _resume_path(self, stage: str) -> str | None:
+        from nni_dash.checkpoint import LAST
+        path = self.folder / stage / "checkpoints" / LAST
+        if self.resume and path.is_file():
+            self.echo(f"{stage}: resuming from {path}")
+            return str(path)
+        return None
 
     def _clear(self, stages: tuple[str, ...]) -> None:
         """Remove earlier results of ``stages`` (a re-run replaces them)."""
@@ -107,10 +129,14 @@ class Run:
                     shutil.rmtree(folder, ignore_errors=True)
 
     def run(self, stages: tuple[str, ...]) -> dict[str, Any]:
-        self._clear(stages)
+        if not self.resume:
+            self._clear(stages)
         if self.main:
             self.cfg.to_yaml(self.folder / "config.yml")
         for stage in stages:
+            if self.resume and stage in self.log.data["stages"]:
+                self.echo(f"{stage}: finished before the interruption; kept")
+                continue
             if stage == "tune" and not self.cfg.tune.enabled:
                 self.echo("tune: disabled (tune.enabled=false); retrain uses the retrain.* values")
                 continue
@@ -130,16 +156,14 @@ class Run:
 
     # ---- stages -----------------------------------------------------------------------------------
     def _search(self) -> None:
-        from pytorch_lightning.callbacks import ModelCheckpoint
-
         from nni_dash.backbones import create_backbone
         from nni_dash.pipeline import head_for, search
 
         s = self.cfg.search
         self.echo(f"search: {s.strategy} on {self.data.name}, {s.epochs} epoch(s)")
-        callbacks = [self._recorder("search", score_supernet=True),
-                     ModelCheckpoint(dirpath=self.folder / "search" / "checkpoints", filename="last")]
+        callbacks = [self._recorder("search", score_supernet=True), self._checkpoint("search")]
         result = search(self.data, backbone_args=self.cfg.backbone.args, strategy=s.strategy,
+                        ckpt_path=self._resume_path("search"), nan_policy=self.cfg.trainer.nan_policy,
                         strategy_args=s.strategy_args, epochs=s.epochs, batch_size=s.batch_size,
                         learning_rate=s.learning_rate, momentum=s.momentum, weight_decay=s.weight_decay,
                         callbacks=callbacks, logger=tensorboard_logger(self.tb_root, "search"),
@@ -202,7 +226,9 @@ class Run:
         result = retrain(self.data, self.sample, backbone_args=self.retrain_args, epochs=r.epochs,
                          batch_size=r.batch_size, optimizer=r.optimizer, lr_milestones=r.lr_milestones,
                          lr_gamma=r.lr_gamma, select_best=r.select_best,
-                         ckpt_dir=str(self.folder / "retrain" / "checkpoints"),
+                         ckpt_dir=str(self.folder / "retrain" / "checkpoints"), ckpt_path=self._resume_path("retrain"),
+                         checkpoint_every_n_steps=self.cfg.trainer.checkpoint_every_n_steps,
+                         nan_policy=self.cfg.trainer.nan_policy,
                          callbacks=[self._recorder("retrain")], logger=tensorboard_logger(self.tb_root, "retrain"),
                          enable_progress_bar=self.cfg.trainer.progress_bar, **hp, **self._common())
         self.log.stage("retrain", {"hparams": result.hparams, "hparams_source": source, "epochs": result.epochs,

@@ -32,7 +32,7 @@ __all__ = ["TaskConfig", "BackboneConfig", "SearchConfig", "TuneConfig", "Retrai
 
 # Trainer arguments the pipeline sets itself (trainer.extra may not override them).
 RESERVED_TRAINER_KEYS = ("max_epochs", "logger", "enable_progress_bar", "enable_model_summary", "callbacks",
-                         "num_sanity_val_steps", "limit_train_batches", "enable_checkpointing")
+                         "num_sanity_val_steps", "limit_train_batches", "enable_checkpointing", "plugins")
 
 
 @dataclasses.dataclass
@@ -98,6 +98,8 @@ class TrainerConfig:
     progress_bar: bool = True
     log_every_n_steps: int = 5
     threads: Optional[int] = None                                    # torch CPU threads (None: torch default)
+    nan_policy: str = "stop"                                         # stop (exit 3) | skip the bad batch
+    checkpoint_every_n_steps: int = 20                               # mid-epoch last.ckpt for --resume (0: off)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # any other Trainer kwargs (num_nodes, ...)
 
     def trainer_kwargs(self) -> dict[str, Any]:
@@ -166,6 +168,7 @@ class ExperimentConfig:
         for key in ("search.epochs", "search.batch_size", "tune.max_trials", "tune.trial_epochs",
                     "retrain.epochs", "retrain.batch_size", "trainer.log_every_n_steps"):
             check_range(key, self._get(key), low=1)
+        check_range("trainer.checkpoint_every_n_steps", self.trainer.checkpoint_every_n_steps, low=0)
         for key in ("search.learning_rate", "retrain.learning_rate", "retrain.lr_gamma"):
             check_range(key, self._get(key), low=0, strict=True)
         for key in ("search.momentum", "search.weight_decay", "retrain.momentum", "retrain.weight_decay"):
@@ -180,6 +183,8 @@ class ExperimentConfig:
             if not isinstance(spec, dict) or "_type" not in spec or "_value" not in spec:
                 raise ConfigError(f"tune.search_space.{key}: expected {{_type: ..., _value: [...]}} (NNI search "
                                   f"space format), got {spec!r}")
+        from nni_dash.config._checks import check_experiment
+        check_experiment(self)
         bad = sorted(set(self.trainer.extra) & set(RESERVED_TRAINER_KEYS))
         if bad:
             raise ConfigError(f"trainer.extra.{bad[0]}: set by the pipeline itself; reserved: "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -136,6 +137,8 @@ def one_of(key: str, value: Any, allowed: Any, what: str = "value") -> None:
 
 def check_range(key: str, value: float, *, low: float, high: float | None = None, strict: bool = False,
                  strict_high: bool = False) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r}: must be a finite number")
     bad_low = value <= low if strict else value < low
     bad_high = high is not None and (value >= high if strict_high else value > high)
     if bad_low or bad_high:

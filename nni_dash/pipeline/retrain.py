@@ -58,8 +58,15 @@ def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_a
             lr_milestones: Sequence[int] = (), lr_gamma: float = 0.2, seed: int = 0, select_best: bool = False,
             limit_train_batches: float | int = 1.0, callbacks: list | None = None, logger: Any = False,
             enable_progress_bar: bool = False, ckpt_dir: str | None = None, ckpt_path: str | None = None,
+            checkpoint_every_n_steps: int = 0, nan_policy: str = "stop",
             trainer_kwargs: dict[str, Any] | None = None) -> RetrainResult:
-    """Train the architecture ``sample`` of ``backbone`` from scratch on ``data`` and test it."""
+    """Train the architecture ``sample`` of ``backbone`` from scratch on ``data`` and test it.
+
+    With ``ckpt_dir``: ``best.ckpt`` (best validation) and an atomic ``last.ckpt`` written at each
+    epoch end and every ``checkpoint_every_n_steps`` batches (:class:`~nni_dash.checkpoint.ResumeCheckpoint`);
+    ``ckpt_path`` resumes from such a checkpoint, mid-epoch included. A non-finite training loss raises
+    :class:`~nni_dash.errors.NumericalError` (``nan_policy="stop"``) or skips the batch (``"skip"``).
+    """
     pl.seed_everything(seed, verbose=False)
     args = dict(backbone_args or {})
     if dropout is not None:
@@ -70,12 +77,15 @@ def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_a
     best = None
     if select_best or ckpt_dir:
         mode = "max" if _higher(data.metric) else "min"
-        best = ModelCheckpoint(dirpath=ckpt_dir, monitor=f"val_{data.metric}", mode=mode, save_last=True,
+        best = ModelCheckpoint(dirpath=ckpt_dir, monitor=f"val_{data.metric}", mode=mode, save_last=False,
                                filename="best")
         callbacks.append(best)
+    if ckpt_dir:
+        from nni_dash.checkpoint import ResumeCheckpoint
+        callbacks.append(ResumeCheckpoint(ckpt_dir, every_n_steps=checkpoint_every_n_steps))
     module = TaskModule(kind=data.kind, metric=data.metric, num_outputs=data.num_outputs, learning_rate=learning_rate,
                         momentum=momentum, weight_decay=weight_decay, optimizer=optimizer, lr_milestones=lr_milestones,
-                        lr_gamma=lr_gamma)
+                        lr_gamma=lr_gamma, nan_policy=nan_policy)
     evaluator = task_evaluator(data, batch_size=batch_size, max_epochs=epochs, module=module, seed=seed,
                                callbacks=callbacks, logger=logger, enable_progress_bar=enable_progress_bar,
                                limit_train_batches=limit_train_batches, trainer_kwargs=trainer_kwargs)

@@ -79,12 +79,16 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
            strategy_args: dict[str, Any] | None = None, epochs: int = 10, batch_size: int = 64,
            learning_rate: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
            callbacks: list | None = None, logger: Any = False, enable_progress_bar: bool = False,
-           ckpt_path: str | None = None, trainer_kwargs: dict[str, Any] | None = None) -> SearchResult:
+           ckpt_path: str | None = None, nan_policy: str = "stop",
+           trainer_kwargs: dict[str, Any] | None = None) -> SearchResult:
     """Search ``backbone`` on ``data`` with ``strategy`` through NNI's ``NasExperiment``.
 
     Weights: SGD (Nesterov) with ``learning_rate``/``momentum``/``weight_decay``; alpha options go in
     ``strategy_args`` (e.g. ``arc_learning_rate``, ``grad_scale``, ``mode`` for DASH). The held-out
-    batches of bilevel strategies come from the validation split. ``ckpt_path`` resumes a search.
+    batches of bilevel strategies come from the validation split. ``ckpt_path`` resumes a search
+    (mid-epoch too, with :class:`~nni_dash.checkpoint.ResumeCheckpoint` among ``callbacks``).
+    ``nan_policy``: a non-finite loss stops the search with :class:`~nni_dash.errors.NumericalError`
+    (``"stop"``) or, for DASH only, skips the batch (``"skip"``; ``strategy_args["nan_policy"]`` wins).
     """
     pl.seed_everything(seed, verbose=False)
     space = create_backbone(backbone, in_channels=data.in_channels, num_outputs=data.num_outputs,
@@ -95,9 +99,14 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
     args = dict(strategy_args or {})
     if strategy == "DASH":
         args.setdefault("seed", seed)
+        args.setdefault("nan_policy", nan_policy)
+    elif nan_policy != "stop":
+        raise ConfigError(f"nan_policy={nan_policy!r}: strategy {strategy!r} cannot skip batches; allowed: stop "
+                          f"(skip needs DASH)")
     nni_strategy = make_strategy(strategy, **args)
     evaluator = task_evaluator(data, batch_size=batch_size, max_epochs=epochs, learning_rate=learning_rate,
                                momentum=momentum, weight_decay=weight_decay, seed=seed, callbacks=callbacks,
+                               nan_policy=None if strategy == "DASH" else "stop",  # DASH checks losses itself
                                logger=logger, enable_progress_bar=enable_progress_bar, trainer_kwargs=trainer_kwargs)
     if ckpt_path:
         evaluator.fit_kwargs["ckpt_path"] = ckpt_path

@@ -15,7 +15,7 @@ import itertools
 import time
 from typing import Any, Callable
 
-from nni_dash.errors import ConfigError
+from nni_dash.errors import ConfigError, NumericalError
 from nni_dash.pipeline.retrain import retrain
 from nni_dash.tasks.base import TaskData
 from nni_dash.tasks.metrics import higher_is_better
@@ -101,12 +101,16 @@ def tune(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_args
             if group_lr is not None and best_score == best_at_group_start:
                 break  # the previous lr group did not improve: smaller lrs are skipped (reference)
             group_lr, best_at_group_start = params.get("learning_rate"), best_score
-        result = retrain(data, sample, backbone=backbone, backbone_args=backbone_args, epochs=trial_epochs,
-                         batch_size=batch_size, seed=seed, limit_train_batches=trial_batch_fraction,
-                         learning_rate=float(params.get("learning_rate", 0.1)),
-                         momentum=float(params.get("momentum", 0.9)),
-                         weight_decay=float(params.get("weight_decay", 5e-4)),
-                         dropout=float(params.get("dropout", 0.0)), trainer_kwargs=trainer_kwargs)
+        try:
+            result = retrain(data, sample, backbone=backbone, backbone_args=backbone_args, epochs=trial_epochs,
+                             batch_size=batch_size, seed=seed, limit_train_batches=trial_batch_fraction,
+                             learning_rate=float(params.get("learning_rate", 0.1)),
+                             momentum=float(params.get("momentum", 0.9)),
+                             weight_decay=float(params.get("weight_decay", 5e-4)),
+                             dropout=float(params.get("dropout", 0.0)), trainer_kwargs=trainer_kwargs)
+        except NumericalError as err:  # a diverging trial fails; the search over hparams goes on
+            trials.append({"params": params, "score": None, "error": str(err)})
+            continue
         score = result.val_score
         nni_tuner.receive_trial_result(trial_id, params, score)
         trials.append({"params": params, "score": score})

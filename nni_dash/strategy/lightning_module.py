@@ -51,6 +51,8 @@ class DashLightningModule(DartsLightningModule):
         self.lr_milestones, self.lr_gamma = tuple(lr_milestones), lr_gamma
         self.batch_fraction = batch_fraction
         self.nan_policy = nan_policy
+        if hasattr(training_module, "nan_policy"):
+            training_module.nan_policy = None  # this loop checks (and names) non-finite losses itself
         self.seed = seed
         self._base_lrs: list[list[float]] | None = None
         self.skipped_batches = 0
