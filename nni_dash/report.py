@@ -9,24 +9,41 @@ Layout of a run's output directory (written by :mod:`nni_dash.cli`)::
     metrics.csv           long format: stage, epoch, name, value (per-epoch history + final scores)
     summary.txt           the summary printed at the end
     search/probs.json     per-layer alpha probabilities (differentiable strategies)
-    search/checkpoints/   last.ckpt of the one-shot module
+    search/checkpoints/   last.ckpt of the one-shot module (epoch ends and every trainer.checkpoint_every_n_steps)
     tune/trials.csv       one row per tuning trial; tune/best.json: the tuned hyperparameters
     retrain/checkpoints/  best.ckpt (best validation) and last.ckpt
     tensorboard/<stage>/  TensorBoard event files (losses, metrics, prob/<label>/<candidate>)
+
+While running, the folder is ``<out>.incomplete`` and also holds ``resume.json`` (command and
+``--arch`` inputs, for ``--resume``) and, after a failure, ``error.txt``. JSON/CSV files and
+checkpoints are written atomically (temporary file + ``os.replace``), so a kill never leaves a torn file.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 __all__ = ["MetricsLog", "write_json", "read_architecture", "plot_architecture", "format_summary"]
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` through a temporary file in the same folder and ``os.replace`` (never a torn file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 class MetricsLog:
@@ -70,10 +87,11 @@ class MetricsLog:
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         write_json(folder / "metrics.json", self.data)
-        with open(folder / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["stage", "epoch", "name", "value"])
-            writer.writeheader()
-            writer.writerows(self.rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=["stage", "epoch", "name", "value"])
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(folder / "metrics.csv", buffer.getvalue())
 
 
 def read_architecture(path: str | Path) -> dict[str, str]:
