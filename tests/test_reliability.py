@@ -104,6 +104,7 @@ def _same_search(a: Path, b: Path) -> None:
 
 
 def test_search_killed_mid_epoch_resumes_to_the_same_architecture_and_alphas(work, uninterrupted):
+    # bilevel DASH: 39 training batches per epoch, the 3 held-out batches cycle (max_size_cycle) - both continue
     ckpt = work / "killed.incomplete" / "search" / "checkpoints" / "last.ckpt"
     code, _ = kill_when_checkpointed(["search", "search.yml", "--out", "killed"], work, ckpt)
     assert code == -signal.SIGKILL
@@ -135,7 +136,7 @@ def test_ctrl_c_saves_a_checkpoint_prints_the_resume_command_and_exits_130(work,
     assert code == 130, err[-2000:]
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: interrupted") and "--resume" in line and "last good checkpoint" in line, line
-    assert _mid_epoch(ckpt) or True  # the stop lands on a batch boundary (mid-epoch or epoch end)
+    # the stop lands on a batch boundary (mid-epoch or at an epoch end) with a checkpoint written there
     proc = cli("search", "search.yml", "--resume", "intr", cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _same_search(uninterrupted, work / "intr")
