@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "PADDING_MODES", "fft_conv", "direct_conv", "dilate_kernel", "pad_amounts", "crop_kernel_to_input",
+    "PADDING_MODES", "complex_matmul", "fft_conv", "direct_conv", "dilate_kernel", "pad_amounts", "crop_kernel_to_input",
     "next_fast_len",
 ]
 
@@ -122,6 +122,22 @@ def next_fast_len(n: int) -> int:
     return best
 
 
+def complex_matmul(x: Tensor, w: Tensor) -> Tensor:
+    """``x @ w`` for complex tensors with three real (BLAS) matmuls (Gauss's trick).
+
+    PyTorch's CPU complex batched matmul does not reach BLAS and is ~20x slower than real matmuls of
+    the same size: ``(a+ib)(c+id) = (k1 - k3) + i(k1 + k2)`` with ``k1 = (a+b)c``, ``k2 = a(d-c)``,
+    ``k3 = b(c+d)``.
+    """
+    # contiguous operands: batched matmul on strided views falls back to a per-matrix loop
+    a, b = x.real.contiguous(), x.imag.contiguous()
+    c, d = w.real.contiguous(), w.imag.contiguous()
+    k1 = torch.matmul(a + b, c)
+    k2 = torch.matmul(a, d - c)
+    k3 = torch.matmul(b, c + d)
+    return torch.complex(k1 - k3, k1 + k2)
+
+
 def fft_conv(
     x: Tensor,
     weight: Tensor,
@@ -165,7 +181,7 @@ def fft_conv(
         # frequency axis leading (an einsum over trailing frequency axes is ~30x slower on CPU).
         x_f = x_hat.reshape(B, groups, ci, n_freq).permute(1, 3, 0, 2)   # (G, F, B, C_in/g)
         w_f = w_hat.reshape(groups, co, ci, n_freq).permute(0, 3, 2, 1)  # (G, F, C_in/g, C_out/g)
-        y_hat = torch.matmul(x_f, w_f).permute(2, 0, 3, 1)              # (B, G, C_out/g, F)
+        y_hat = complex_matmul(x_f, w_f).permute(2, 0, 3, 1)            # (B, G, C_out/g, F)
     y = torch.fft.irfftn(y_hat.reshape(B, c_out, *freq), s=sizes, dim=dims)
     y = y[(Ellipsis, *(slice(0, n, s) for n, s in zip(spatial, strides)))]
     if bias is not None:
