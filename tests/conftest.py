@@ -1,6 +1,5 @@
 """Shared test set-up."""
 import logging
-import os
 import sys
 
 import pytest
@@ -23,3 +22,13 @@ def _nni_stdout_logging_follows_capture():
     yield
     if isinstance(handler, logging.StreamHandler):
         handler.setStream(sys.__stdout__)
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_levels():
+    """The CLI's main() quietens NNI/Lightning loggers for the process; give other tests their levels back."""
+    names = ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)

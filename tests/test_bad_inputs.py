@@ -112,15 +112,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _restore_log_levels():
-    import logging
-    names = ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
-    levels = {name: logging.getLogger(name).level for name in names}
-    yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
 
 def _check(capsys, code, fragment, out: Path | None):
     assert code == 2

@@ -25,16 +25,6 @@ trainer: {threads: 1, log_every_n_steps: 1, progress_bar: false}
 LABELS = {"stem", "s1b1c1", "s1b1c2", "s2b1c1", "s2b1c2", "s3b1c1", "s3b1c2"}  # WRN-10
 
 
-@pytest.fixture(autouse=True)
-def _restore_log_levels():
-    """main() quietens NNI/Lightning loggers for the process; give other tests their levels back."""
-    import logging
-    names = ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
-    levels = {name: logging.getLogger(name).level for name in names}
-    yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("nni-dash")

@@ -30,15 +30,6 @@ seed: 3
 """
 
 
-@pytest.fixture(autouse=True)
-def _restore_log_levels():
-    import logging
-    names = ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric")
-    levels = {name: logging.getLogger(name).level for name in names}
-    yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
 
 def _cmd() -> list[str]:
     script = Path(sys.executable).with_name("nni-dash")
