@@ -7,8 +7,9 @@ The cost model counts multiply-adds:
 * FFT: ``c_fft * (B*C_in + B*C_out + C_out*C_in/g) * M * log2(M) + c_mix * 4 * B*C_out*C_in/g * M/2``
   for ``M = prod(FFT sizes)`` (``M/2`` complex bins of the real FFT, 4 real multiply-adds each),
 
-with the constants below measured on CPU (oneDNN direct conv vs. pocketfft + batched complex
-matmul; see ``benchmarks/op_speed.py``). A wrong guess costs only time: both paths give the same
+with the constants below calibrated for forward+backward on CPU (oneDNN direct conv vs. pocketfft +
+complex channel mixing; 2-core AMD EPYC, torch 2.13: ``python -m benchmarks.op_speed --calibrate``,
+table in ``benchmarks/results/op_speed.md``). A wrong guess costs only time: both paths give the same
 result up to float rounding.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ class CostModel:
         Fixed cost (in multiply-adds) of the extra kernel launches of the FFT path.
     """
 
-    def __init__(self, *, c_fft: float = 3.0, c_mix: float = 1.5, fft_overhead: float = 2e5) -> None:
+    def __init__(self, *, c_fft: float = 0.2, c_mix: float = 10.0, fft_overhead: float = 1e7) -> None:
         self.c_fft = c_fft
         self.c_mix = c_mix
         self.fft_overhead = fft_overhead
