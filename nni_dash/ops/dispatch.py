@@ -20,7 +20,7 @@ from typing import Sequence
 from torch import Tensor
 
 from nni_dash.ops.fft_conv import (
-    crop_kernel_to_input, direct_conv, fft_conv, next_fast_len, pad_amounts,
+    crop_kernel_to_input, direct_conv, fft_conv, fft_length, next_fast_len, pad_amounts,
 )
 
 __all__ = ["CostModel", "DEFAULT_COST_MODEL", "conv_path", "conv"]
@@ -54,7 +54,7 @@ class CostModel:
         eff = [min(s, left + n) - max(0, left - (n - 1)) for s, left, n in zip(spans, lefts, spatial)]
         out_points = math.prod(math.ceil(n / stride) for n in spatial)
         direct = b * c_out * c_per_group * out_points * math.prod(eff)
-        m = math.prod(next_fast_len(n + s - 1) for n, s in zip(spatial, eff))
+        m = math.prod(next_fast_len(fft_length(n, s, pad_amounts(s, padding)[0])) for n, s in zip(spatial, eff))
         fft = (self.c_fft * (b * c_in + b * c_out + c_out * c_per_group) * m * math.log2(max(m, 2))
                + self.c_mix * 4 * b * c_out * c_per_group * (m / 2) + self.fft_overhead)
         return float(direct), float(fft)

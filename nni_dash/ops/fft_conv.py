@@ -15,8 +15,9 @@ Conventions (shared by :func:`fft_conv` and :func:`direct_conv`, and identical t
   with the same integer padding.
 * **FFT**: ``rfftn``/``irfftn`` with ``norm="backward"`` (forward unscaled, inverse scaled by
   ``1/prod(N)``), so ``irfftn(rfftn(x) * conj(rfftn(w)))`` is exactly the circular
-  cross-correlation. The input is zero-padded to ``N >= n + s' - 1`` per axis (``s'`` the span after
-  cropping, rounded up to a 2/3/5-smooth length), so no wrap-around reaches the kept outputs.
+  cross-correlation. The input is zero-padded to ``N >= n + max(left, right)`` per axis (after
+  cropping, rounded up to a 2/3/5-smooth length; see :func:`fft_length`), the shortest length for
+  which no wrap-around reaches the kept outputs.
 * **Cropping**: a tap more than ``n - 1`` away from the output position only ever meets padding, so
   it is dropped before the FFT (``crop_kernel_to_input``). This keeps the FFT small when the
   dilated kernel is much larger than the input (e.g. span 121 on an 8x8 image).
@@ -24,14 +25,14 @@ Conventions (shared by :func:`fft_conv` and :func:`direct_conv`, and identical t
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "PADDING_MODES", "complex_matmul", "fft_conv", "direct_conv", "dilate_kernel", "pad_amounts", "crop_kernel_to_input",
+    "PADDING_MODES", "complex_matmul", "fft_conv", "fft_length", "direct_conv", "dilate_kernel", "pad_amounts", "crop_kernel_to_input",
     "next_fast_len",
 ]
 
@@ -106,6 +107,16 @@ def crop_kernel_to_input(weight: Tensor, spatial: Sequence[int], lefts: Sequence
     return weight[(Ellipsis, *slices)], new_lefts
 
 
+def fft_length(n: int, span: int, left: int) -> int:
+    """Shortest circular length giving exact outputs ``0..n-1``: ``n + max(left, right)``.
+
+    Output ``i`` reads ``x_pad[i + j]`` (``x`` shifted right by ``left``); a wrapped read lands at
+    ``i + j - N <= n + right - 1 - N``, which must stay below the data start ``left``, and the data
+    ``[left, left + n)`` must fit: ``N >= n + max(left, right)`` with ``right = span - 1 - left``.
+    """
+    return n + max(left, span - 1 - left)
+
+
 def next_fast_len(n: int) -> int:
     """Smallest 2/3/5-smooth integer ``>= n`` (sizes pocketfft transforms fastest)."""
     best = 1 << max(0, math.ceil(math.log2(max(n, 1))))
@@ -127,15 +138,36 @@ def complex_matmul(x: Tensor, w: Tensor) -> Tensor:
 
     PyTorch's CPU complex batched matmul does not reach BLAS and is ~20x slower than real matmuls of
     the same size: ``(a+ib)(c+id) = (k1 - k3) + i(k1 + k2)`` with ``k1 = (a+b)c``, ``k2 = a(d-c)``,
-    ``k3 = b(c+d)``.
+    ``k3 = b(c+d)``. Operands are made contiguous: a batched matmul on strided views falls back to
+    one small matmul per matrix.
     """
-    # contiguous operands: batched matmul on strided views falls back to a per-matrix loop
     a, b = x.real.contiguous(), x.imag.contiguous()
     c, d = w.real.contiguous(), w.imag.contiguous()
     k1 = torch.matmul(a + b, c)
     k2 = torch.matmul(a, d - c)
     k3 = torch.matmul(b, c + d)
     return torch.complex(k1 - k3, k1 + k2)
+
+
+class _ChannelMix(torch.autograd.Function):
+    """``y = x @ w`` per frequency with a backward that also runs on contiguous operands.
+
+    (Autograd would hand the backward a permuted ``grad_y`` and loop over frequency bins.) PyTorch's
+    complex convention: ``grad_x = grad_y @ w^H``, ``grad_w = x^H @ grad_y``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(x, w)
+        return complex_matmul(x, w)
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, w = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        grad_x = complex_matmul(grad_y, w.mH) if ctx.needs_input_grad[0] else None
+        grad_w = complex_matmul(x.mH, grad_y) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w
 
 
 def fft_conv(
@@ -160,7 +192,7 @@ def fft_conv(
     lefts = [pad_amounts(s, padding)[0] for s in w.shape[2:]]
     w, lefts = crop_kernel_to_input(w, spatial, lefts)
     spans = list(w.shape[2:])
-    sizes = [next_fast_len(n + s - 1) for n, s in zip(spatial, spans)]
+    sizes = [next_fast_len(fft_length(n, s, left)) for n, s, left in zip(spatial, spans, lefts)]
     dims = tuple(range(-ndim, 0))
 
     # Shift x right by `left` so output i reads x_pad[i + j]; zeros fill the rest up to the FFT size.
@@ -181,7 +213,7 @@ def fft_conv(
         # frequency axis leading (an einsum over trailing frequency axes is ~30x slower on CPU).
         x_f = x_hat.reshape(B, groups, ci, n_freq).permute(1, 3, 0, 2)   # (G, F, B, C_in/g)
         w_f = w_hat.reshape(groups, co, ci, n_freq).permute(0, 3, 2, 1)  # (G, F, C_in/g, C_out/g)
-        y_hat = complex_matmul(x_f, w_f).permute(2, 0, 3, 1)            # (B, G, C_out/g, F)
+        y_hat = _ChannelMix.apply(x_f.contiguous(), w_f.contiguous()).permute(2, 0, 3, 1)  # (B, G, C_out/g, F)
     y = torch.fft.irfftn(y_hat.reshape(B, c_out, *freq), s=sizes, dim=dims)
     y = y[(Ellipsis, *(slice(0, n, s) for n, s in zip(spatial, strides)))]
     if bias is not None:
