@@ -87,6 +87,23 @@ def test_fft_conv_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x, w: fft_conv(x, w, groups=2, padding="causal"), (x, w))
 
 
+@pytest.mark.parametrize("shape, c_out, k, groups, padding", [
+    ((2, 4, 7), 6, 5, 1, "same"),           # FFT length 9: odd last axis (no Nyquist bin)
+    ((2, 4, 7), 4, 3, 4, "same"),           # depthwise, FFT length 8
+    ((1, 6, 5, 7), 4, 5, 2, "same"),        # grouped 2-D, last-axis FFT length 9
+    ((1, 3, 4, 6), 5, 3, 1, "same"),        # 2-D, even FFT lengths (Nyquist bin on the last axis)
+    ((2, 2, 10), 3, 7, 1, "causal"),
+    ((1, 2, 3, 4, 5), 2, 3, 1, "same"),     # 3-D
+])
+def test_fft_conv_gradcheck_fft_sizes_and_groups(shape, c_out, k, groups, padding):
+    """The one-sided rfft backward and the planar channel-mixing backward against finite differences."""
+    torch.manual_seed(5)
+    ndim = len(shape) - 2
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_out, shape[1] // groups, *([k] * ndim), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: fft_conv(x, w, groups=groups, padding=padding), (x, w))
+
+
 def test_dilate_kernel_places_taps():
     w = torch.arange(1.0, 4.0).reshape(1, 1, 3)
     assert dilate_kernel(w, 3).flatten().tolist() == [1, 0, 0, 2, 0, 0, 3]
