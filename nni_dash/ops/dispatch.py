@@ -39,7 +39,7 @@ class CostModel:
         Fixed cost (in multiply-adds) of the extra kernel launches of the FFT path.
     """
 
-    def __init__(self, *, c_fft: float = 0.2, c_mix: float = 10.0, fft_overhead: float = 1e7) -> None:
+    def __init__(self, *, c_fft: float = 0.5, c_mix: float = 10.0, fft_overhead: float = 5.6e4) -> None:
         self.c_fft = c_fft
         self.c_mix = c_mix
         self.fft_overhead = fft_overhead
