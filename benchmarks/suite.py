@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import json
 import logging
 import math
@@ -49,22 +50,22 @@ _DASH_FRAC = {"batch_fraction": 0.5}  # DASH-only: half the train batches per se
 # hyperparameters are the same for every method (no HPO).
 BUDGETS: dict[str, dict[str, Any]] = {
     "mnist1d": dict(kind="1-D cls", task={"n_train": 2000, "n_val": 400, "n_test": 1000},
-                    backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=10, lr=0.05,
+                    backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=20, lr=0.05,
                     batch_size=64, dash=_DASH_FRAC),
     "dna_motifs": dict(kind="1-D multilabel", task={"n_train": 1000, "n_val": 200, "n_test": 400, "length": 100},
-                       backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=8, lr=0.05,
+                       backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=15, lr=0.05,
                        batch_size=64, dash=_DASH_FRAC),
     "darcy": dict(kind="2-D dense regression", task={"resolution": 16, "n_train": 160, "n_val": 40, "n_test": 80},
-                  backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=12, lr=0.05, batch_size=32,
+                  backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=20, lr=0.05, batch_size=32,
                   dash=_DASH_FRAC),
     "burgers": dict(kind="1-D dense regression", task={"resolution": 64, "n_train": 200, "n_val": 40, "n_test": 80},
-                    backbone="resnet1d", backbone_args=_R1D, search_epochs=2, retrain_epochs=10, lr=0.01,
+                    backbone="resnet1d", backbone_args=_R1D, search_epochs=2, retrain_epochs=20, lr=0.01,
                     batch_size=32, dash=_DASH_FRAC),
     "digits": dict(kind="2-D cls", task={}, backbone="wrn",
                    backbone_args={"depth": 10, "kernel_sizes": (3, 5, 7), "dilations": (1, 2)},
-                   search_epochs=2, retrain_epochs=8, lr=0.05, batch_size=64, dash=_DASH_FRAC),
+                   search_epochs=2, retrain_epochs=15, lr=0.05, batch_size=64, dash=_DASH_FRAC),
     "cosmic": dict(kind="2-D segmentation", task={"crop": 32, "n_train": 160, "n_val": 40, "n_test": 80},
-                   backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=5, lr=0.05, batch_size=32,
+                   backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=8, lr=0.05, batch_size=32,
                    dash=_DASH_FRAC),
     "myo_emg": dict(kind="1-D real cls", task={}, backbone="tcn",
                     backbone_args={"channels": 16, "levels": 3}, search_epochs=2, retrain_epochs=6, lr=0.05,
@@ -95,6 +96,26 @@ def _save(db: dict[str, Any]) -> None:
     tmp = JSON_PATH.with_suffix(".tmp")
     tmp.write_text(json.dumps(db, indent=1, default=str))
     tmp.replace(JSON_PATH)
+
+
+def _record(rec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Merge one finished run (and this process's meta) into suite.json under an exclusive file lock.
+
+    Several suite processes (e.g. one per core, each ``--threads 1`` on its own tasks) may share the file;
+    each merge re-reads it, so no process overwrites the others' runs. Returns the merged database.
+    """
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    key = (rec["task"], rec["method"], rec["seed"])
+    with open(JSON_PATH.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        db = _load()
+        db["runs"] = [r for r in db["runs"] if (r["task"], r["method"], r["seed"]) != key] + [rec]
+        commands = db["meta"].get("commands", [])
+        if meta["command"] not in commands:
+            commands.append(meta["command"])
+        db["meta"].update({k: v for k, v in meta.items() if k != "command"}, commands=commands)
+        _save(db)
+    return db
 
 
 def machine_info() -> dict[str, Any]:
@@ -181,7 +202,8 @@ def report(db: dict[str, Any]) -> None:
          f"workers running benchmarks/tests at the same time** (wall times are noisy; compare ratios within one "
          f"run only). torch {meta.get('torch', '?')}, nni {meta.get('nni', '?')}, Python {meta.get('python', '?')}, "
          f"torch threads {meta.get('torch_threads', '?')}.", "",
-         f"Command: `{meta.get('command', '?')}`", "",
+         "Command(s), run concurrently: " + ", ".join(f"`{c}`" for c in meta.get("commands", [meta.get("command", "?")])),
+         "",
          "Each (task, method, seed): `search` (skipped for `none`) then `retrain` from scratch with the SAME fixed "
          "retrain hyperparameters for all methods (SGD Nesterov, momentum 0.9, wd 5e-4, lr/batch/epochs below). "
          "**No HPO stage** (`tune`) is run in the suite. Score = test metric of the final retrained model (last "
@@ -292,7 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fresh", action="store_true", help="discard suite.json first")
     p.add_argument("--rerun", action="store_true", help="rerun runs already in suite.json")
     args = p.parse_args(argv)
-    db = {"meta": {}, "runs": []} if args.fresh else _load()
+    if args.fresh and JSON_PATH.exists():
+        JSON_PATH.unlink()
+    db = _load()
     if args.report_only:
         report(db)
         return
@@ -303,9 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("nni").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     seeds = [0] if args.quick else args.seeds
-    db["meta"].update(machine_info())
-    db["meta"]["command"] = "python benchmarks/suite.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    db["meta"]["date"] = DATE
+    meta = {**machine_info(), "date": DATE,
+            "command": "python benchmarks/suite.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if not args.no_warmup:
         warmup(args.tasks[0])
     for task in args.tasks:
@@ -314,7 +337,6 @@ def main(argv: list[str] | None = None) -> None:
                 done = [r for r in db["runs"] if (r["task"], r["method"], r["seed"]) == (task, method, seed)]
                 if done and not args.rerun:
                     continue
-                db["runs"] = [r for r in db["runs"] if (r["task"], r["method"], r["seed"]) != (task, method, seed)]
                 t0 = time.perf_counter()
                 try:
                     rec = run_one(task, method, seed)
@@ -322,8 +344,7 @@ def main(argv: list[str] | None = None) -> None:
                     traceback.print_exc()
                     rec = {"task": task, "method": method, "seed": seed, "error": f"{type(err).__name__}: {err}"}
                 rec["wall_s"] = time.perf_counter() - t0
-                db["runs"].append(rec)
-                _save(db)
+                db = _record(rec, meta)
                 report(db)
                 msg = rec.get("error") or (f"score={rec['score']:.4f} search={rec['search_s']:.1f}s "
                                            f"retrain={rec['retrain_s']:.1f}s")
