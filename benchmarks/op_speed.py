@@ -76,6 +76,7 @@ from nni_dash.nn import DashConv1d, DashConv2d  # noqa: E402
 from nni_dash.oneshot import MixedDashConv  # noqa: E402
 from nni_dash.oneshot.mixed_dash_conv import CONV_PATH_KWARG  # noqa: E402
 from nni_dash.ops import conv_path, next_fast_len  # noqa: E402
+from nni_dash.ops.fft_conv import fft_length, pad_amounts  # noqa: E402
 from nni_dash.ops import dispatch as _dispatch  # noqa: E402
 
 RESULTS = _ROOT / "benchmarks" / "results" / "op_speed.md"
@@ -164,7 +165,8 @@ def auto_path(case: Case, op: MixedDashConv) -> tuple[str, str]:
         kernel = op.aggregated_kernel(probs.to(op.kernels[0]), tuple(case.x_shape[2:]))
     spans = kernel.shape[2:]
     path = f"{conv_path(case.x_shape, tuple(kernel.shape))} (aggregated kernel {'x'.join(map(str, spans))})"
-    sizes = [next_fast_len(case.size + s - 1) for s in spans]
+    padding = "causal" if op.padding == "causal" else "same"
+    sizes = [next_fast_len(fft_length(case.size, s, pad_amounts(s, padding)[0])) for s in spans]  # as fft_conv does
     bins = math.prod(sizes[:-1]) * (sizes[-1] // 2 + 1)
     c, mib = case.channels, 2.0 ** 20
     n_out = len(case.kernel_sizes) * len(case.dilations)
