@@ -31,6 +31,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON_PATH, MD_PATH, PNG_PATH = RESULTS / "suite.json", RESULTS / "suite.md", RESULTS / "suite.png"
+DISCUSSION_PATH = RESULTS / "suite_discussion.md"  # hand-written; copied into suite.md on every regeneration
 DATE = "2026-11-23"
 
 METHODS = {  # label -> (strategy, strategy_args)
@@ -266,7 +267,9 @@ def report(db: dict[str, Any]) -> None:
     errors = [r for r in db["runs"] if "error" in r]
     if errors:
         L += ["## Failed runs", ""] + [f"- {r['task']} / {r['method']} / seed {r['seed']}: `{r['error']}`" for r in errors] + [""]
-    L += ["## Discussion", "", db.get("meta", {}).get("discussion", "(see the commit message)"), ""]
+    discussion = (DISCUSSION_PATH.read_text().strip() if DISCUSSION_PATH.exists()
+                  else db.get("meta", {}).get("discussion", "(see the commit message)"))
+    L += ["## Discussion", "", f"(hand-written in `{DISCUSSION_PATH.name}`)", "", discussion, ""]
     if tasks:
         L += ["![scores relative to the plain backbone](suite.png)", ""]
     MD_PATH.write_text("\n".join(L))

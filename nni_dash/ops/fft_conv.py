@@ -18,6 +18,11 @@ Conventions (shared by :func:`fft_conv` and :func:`direct_conv`, and identical t
   cross-correlation. The input is zero-padded to ``N >= n + max(left, right)`` per axis (after
   cropping, rounded up to a 2/3/5-smooth length; see :func:`fft_length`), the shortest length for
   which no wrap-around reaches the kept outputs.
+* **Channel mixing** per frequency bin runs as real BLAS matmuls on contiguous real/imaginary
+  planes (:class:`_ChannelMix`); the FFTs run over trailing axes, the matmuls with frequency as the
+  batch axis, and the layouts are exchanged by one transpose per operand.
+* **Backward**: custom one-sided FFT adjoints (:class:`_PaddedRFFT`, :class:`_CroppedIRFFT`) instead
+  of autograd's, which rebuild two-sided spectra and zero-filled full-size gradients.
 * **Cropping**: a tap more than ``n - 1`` away from the output position only ever meets padding, so
   it is dropped before the FFT (``crop_kernel_to_input``). This keeps the FFT small when the
   dilated kernel is much larger than the input (e.g. span 121 on an 8x8 image).
@@ -30,6 +35,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "PADDING_MODES", "fft_conv", "fft_length", "direct_conv", "dilate_kernel", "pad_amounts", "crop_kernel_to_input",
@@ -166,6 +172,7 @@ class _PaddedRFFT(torch.autograd.Function):
         return torch.fft.rfftn(F.pad(x, pad), dim=dims)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         sizes = ctx.sizes
         scale = _rfft_grad_weights(sizes[-1], grad.real.dtype, grad.device)
@@ -189,6 +196,7 @@ class _CroppedIRFFT(torch.autograd.Function):
         return y[(Ellipsis, *(slice(0, n) for n in spatial))].contiguous()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         sizes = ctx.sizes
         g = torch.fft.rfftn(grad, s=sizes, dim=tuple(range(-len(sizes), 0)))
@@ -233,6 +241,7 @@ class _ChannelMix(torch.autograd.Function):
         return _interleave(y_re, y_im, (g, nf, b, co), (2, 0, 3, 1))  # (B, G, C_out/g, F)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None]:
         xp, wp = ctx.saved_tensors
         (a, bi), (u, v) = xp.unbind(0), wp.unbind(0)
@@ -266,7 +275,9 @@ def fft_conv(
     """N-d (1-3) convolution computed by FFT; equals :func:`direct_conv` (see module docstring).
 
     Cost is ``O(B*C*M log M + B*C_out*C_in/groups*M)`` for ``M`` FFT points, independent of the
-    kernel span except through the padding; memory holds the complex spectra of ``x`` and ``weight``.
+    kernel span except through the padding. For the backward it keeps the real and imaginary planes
+    of both one-sided spectra (``(B*C_in + C_out*C_in/groups) * M/2`` complex values). First-order
+    gradients only: the backward is a custom one (``once_differentiable``; double backward raises).
     """
     ndim = _check(x, weight, groups, padding)
     strides = _tuple(stride, ndim, "stride")
@@ -276,7 +287,6 @@ def fft_conv(
     w, lefts = crop_kernel_to_input(w, spatial, lefts)
     spans = list(w.shape[2:])
     sizes = [next_fast_len(fft_length(n, s, left)) for n, s, left in zip(spatial, spans, lefts)]
-    dims = tuple(range(-ndim, 0))
 
     # x shifted right by `left` (output i reads x_pad[i + j]) and zero-padded to the FFT size.
     x_hat = _PaddedRFFT.apply(x, tuple(lefts), tuple(sizes))               # (B, C_in, *F)
