@@ -68,8 +68,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "cosmic": dict(kind="2-D segmentation", task={"crop": 32, "n_train": 160, "n_val": 40, "n_test": 80},
                    backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=8, lr=0.05, batch_size=32,
                    dash=_DASH_FRAC),
-    "myo_emg": dict(kind="1-D real cls", task={}, backbone="tcn",
-                    backbone_args={"channels": 16, "levels": 3}, search_epochs=2, retrain_epochs=6, lr=0.05,
+    "myo_emg": dict(kind="1-D real cls", task={}, backbone="tcn",  # 228 train windows: 4 batches per epoch
+                    backbone_args={"channels": 16, "levels": 3}, search_epochs=10, retrain_epochs=60, lr=0.05,
                     batch_size=64, dash=_DASH_FRAC),
     "fashion_mnist": dict(kind="2-D cls", task={"n_train": 2000, "n_val": 400, "n_test": 1000}, backbone="wrn",
                           backbone_args=_W10, search_epochs=2, retrain_epochs=6, lr=0.05, batch_size=64,
