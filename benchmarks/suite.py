@@ -189,6 +189,21 @@ def _agg(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
+def _clearly_worse(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a`` is worse than ``b`` by more than 2 standard errors of the difference of the seed means."""
+    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    gap = (b["mean"] - a["mean"]) if a["hib"] else (a["mean"] - b["mean"])
+    return a["n"] > 1 and b["n"] > 1 and gap > 2 * se
+
+
+def _noise_note(misses: list[str], agg: dict[tuple[str, str], dict[str, Any]], dm: str, ref: str) -> str:
+    if not misses:
+        return ""
+    clear = [t for t in misses if _clearly_worse(agg[(t, dm)], agg[(t, ref)])]
+    return (f"; worse by more than 2 standard errors of the seed-mean difference: "
+            f"{', '.join(clear) if clear else 'none'}, the rest within seed noise")
+
+
 def _better_eq(a: float, b: float, hib: bool) -> bool:
     return a >= b if hib else a <= b
 
@@ -255,12 +270,13 @@ def report(db: dict[str, Any]) -> None:
         v1 = "MET" if t1 and len(ok1) == len(t1) else "NOT MET"
         v2 = "MET" if t2 and len(ok2) >= 0.7 * len(t2) else "NOT MET"
         v3 = "MET" if t1 and len(ok3) >= 0.5 * len(t1) else "NOT MET"
-        miss1 = sorted(set(t1) - set(ok1))
+        miss1, miss2 = sorted(set(t1) - set(ok1)), sorted(set(t2) - set(ok2))
         verdict_lines += [
             f"**{dm}**", "",
-            f"1. DASH ≥ backbone on every task: {len(ok1)}/{len(t1)} → **{v1}**" + (f" (fails: {', '.join(miss1)})" if miss1 else ""),
+            f"1. DASH ≥ backbone on every task: {len(ok1)}/{len(t1)} → **{v1}**"
+            + (f" (fails: {', '.join(miss1)}{_noise_note(miss1, agg, dm, 'none')})" if miss1 else ""),
             f"2. DASH ≥ DARTS-naive on ≥ 70 % of tasks: {len(ok2)}/{len(t2)} → **{v2}**"
-            + (f" (loses: {', '.join(sorted(set(t2) - set(ok2)))})" if set(t2) - set(ok2) else ""),
+            + (f" (loses: {', '.join(miss2)}{_noise_note(miss2, agg, dm, 'DARTS-naive')})" if miss2 else ""),
             f"3. search + retrain ≤ 2× backbone training on ≥ half the tasks: {len(ok3)}/{len(t1)} → **{v3}**"
             + (f" (within 2×: {', '.join(ok3)})" if ok3 else ""), ""]
     L += verdict_lines
