@@ -106,23 +106,25 @@ def aggregate_kernels(
     full = max(spans)
     size, start = frame if frame is not None else _frame_size(spans, align, max_half)
     kernel_sizes = tuple(w.shape[-1] for w in weights)
-    sources, targets = _tap_positions(kernel_sizes, tuple(dilations), ndim, size, start, align)
-    device = first.device
+    sources, targets = _tap_positions(kernel_sizes, tuple(dilations), ndim, size, start, align, first.device)
     vals = []
     for w, src, p in zip(weights, sources, probs.unbind(0)):
         flat = w.flatten(2)
         if src is not None:  # some taps fall outside the cropped frame
-            flat = flat.index_select(2, src.to(device))
+            flat = flat.index_select(2, src)
         vals.append(flat * p)
     out = first.new_zeros(*first.shape[:2], size ** ndim)
-    out = out.index_add(2, targets.to(device), torch.cat(vals, 2))
+    out = out.index_add(2, targets, torch.cat(vals, 2))
     return out.view(*first.shape[:2], *([size] * ndim))
 
 
 @lru_cache(maxsize=256)
 def _tap_positions(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], ndim: int, size: int, start: int,
-                   align: str) -> tuple[list[Tensor | None], Tensor]:
-    """Per candidate: flat indices of its kept taps (``None`` = all) and, concatenated, their flat frame positions."""
+                   align: str, device: torch.device) -> tuple[list[Tensor | None], Tensor]:
+    """Per candidate: flat indices of its kept taps (``None`` = all) and, concatenated, their flat frame positions.
+
+    Cached per device, so a GPU run does not copy the indices host-to-device on every call.
+    """
     spans = [receptive_span(k, d) for k, d in zip(kernel_sizes, dilations)]
     full = max(spans)
     sources: list[Tensor | None] = []
@@ -135,6 +137,6 @@ def _tap_positions(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], nd
         for _ in range(ndim):  # row-major flat index over the N axes
             src = (src[:, None] * k + taps[None]).reshape(-1)
             dst = (dst[:, None] * size + (offset + taps * d)[None]).reshape(-1)
-        sources.append(None if len(taps) == k else src)
+        sources.append(None if len(taps) == k else src.to(device))
         targets.append(dst)
-    return sources, torch.cat(targets)
+    return sources, torch.cat(targets).to(device)
