@@ -249,15 +249,20 @@ class _ChannelMix(torch.autograd.Function):
         co = u.shape[2]
         g = grad_y.shape[1]
         nf = gnf // g
-        p, q = _planes(grad_y, (1, 3, 0, 2)).reshape(2, gnf, b, co).unbind(0)  # grad_y = p + iq
+        gp = _planes(grad_y, (1, 3, 0, 2)).reshape(2, gnf, b, co)
+        p, q = gp.unbind(0)  # grad_y = p + iq
         grad_x = grad_w = None
+        # intermediates are dropped as soon as they are consumed: the backward's peak memory is what
+        # bounds the op's (it already holds both spectra's planes)
         if ctx.needs_input_grad[0]:  # (p + iq)(u + iv)^T
             gx_re = torch.bmm(p, u.mT).baddbmm_(q, v.mT, alpha=-1)
             gx_im = torch.bmm(q, u.mT).baddbmm_(p, v.mT)
             grad_x = _interleave(gx_re, gx_im, (g, nf, b, ci), (2, 0, 3, 1))
+            del gx_re, gx_im
         if ctx.needs_input_grad[1]:  # (p - iq)^T (a + ib), laid out (C_in/g, C_out/g)
             gw_re = torch.bmm(a.mT, p).baddbmm_(bi.mT, q)
             gw_im = torch.bmm(bi.mT, p).baddbmm_(a.mT, q, alpha=-1)
+            del gp, p, q
             grad_w = _interleave(gw_re, gw_im, (g, nf, ci, co), (0, 3, 2, 1))
         return grad_x, grad_w
 
