@@ -76,7 +76,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
                           dash=_DASH_FRAC),
     "spherical_fashion_mnist": dict(kind="2-D spherical cls", task={"n_train": 1000, "n_val": 200, "n_test": 500,
                                                                     "bandwidth": 16},
-                                    backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=6,
+                                    backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=15,
                                     lr=0.05, batch_size=64, dash=_DASH_FRAC),
     "protein_distance": dict(kind="2-D dense regression (real)", task={"crop": 32, "crops_per_protein": 4},
                              backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=6, lr=0.05,
