@@ -214,9 +214,9 @@ def report(db: dict[str, Any]) -> None:
     methods = [m for m in METHODS if any(k[1] == m for k in agg)]
     meta = db.get("meta", {})
     L = ["# Task suite: plain backbone vs DASH vs DARTS-naive vs RandomOneShot", "",
-         f"Date: {DATE}. Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} logical cores, **shared with other "
-         f"workers running benchmarks/tests at the same time** (wall times are noisy; compare ratios within one "
-         f"run only). torch {meta.get('torch', '?')}, nni {meta.get('nni', '?')}, Python {meta.get('python', '?')}, "
+         f"Date: {DATE}. Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} logical cores; the suite processes "
+         f"listed below ran concurrently, one single-thread process per core (wall times carry that load; compare "
+         f"ratios within one table only). torch {meta.get('torch', '?')}, nni {meta.get('nni', '?')}, Python {meta.get('python', '?')}, "
          f"torch threads {meta.get('torch_threads', '?')}.", "",
          "Command(s), run concurrently: " + ", ".join(f"`{c}`" for c in meta.get("commands", [meta.get("command", "?")])),
          "",
