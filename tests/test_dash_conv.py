@@ -88,11 +88,11 @@ def test_freeze_2d_padding_and_groups():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(kernel_sizes=(3, 4)), "kernel sizes must be odd"),
-    (dict(kernel_sizes=(0, 3)), "positive int"),
-    (dict(dilations=(1, -2)), "positive int"),
-    (dict(kernel_sizes=()), "at least one value"),
-    (dict(dilations=(1, 1)), "duplicate"),
+    (dict(kernel_sizes=(3, 4)), r"kernel_sizes=\[3, 4\]: kernel size 4 is even; allowed: odd positive integers"),
+    (dict(kernel_sizes=(0, 3)), r"kernel_sizes=\[0, 3\]: 0 is not allowed; allowed: odd positive integers"),
+    (dict(dilations=(1, -2)), r"dilations=\[1, -2\]: -2 is not allowed; allowed: positive integers"),
+    (dict(kernel_sizes=()), r"kernel_sizes=\[\]: empty candidate list"),
+    (dict(dilations=(1, 1)), r"dilations=\[1, 1\]: duplicate values"),
     (dict(groups=4), "divisible by groups"),
     (dict(padding="valid"), "padding='valid'"),
     (dict(stride=0), "stride=0"),

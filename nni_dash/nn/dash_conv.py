@@ -28,6 +28,8 @@ from nni.nas.space import current_model
 from nni.nas.nn.pytorch import MutableModule
 from torch import Tensor
 
+from nni_dash.config._checks import check_candidate_list
+
 __all__ = [
     "DashConv1d", "DashConv2d", "CausalConv1d", "format_candidate", "parse_candidate", "candidate_grid",
     "make_conv",
@@ -49,26 +51,10 @@ def parse_candidate(value: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def _check_int_list(name: str, values: Sequence[int], *, odd: bool) -> tuple[int, ...]:
-    if isinstance(values, int):
-        values = (values,)
-    values = tuple(values)
-    if not values:
-        raise ValueError(f"{name}=(): needs at least one value, e.g. {name}=(3, 5, 7)")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={values}: every value must be a positive int, got {v!r}")
-        if odd and v % 2 == 0:
-            raise ValueError(f"{name}={values}: kernel sizes must be odd for centred padding, got {v}")
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name}={values}: duplicate values")
-    return values
-
-
 def candidate_grid(kernel_sizes: Sequence[int], dilations: Sequence[int]) -> list[str]:
     """All pairs as choice values, k outer and d inner (index = i_k*|D| + i_d)."""
-    ks = _check_int_list("kernel_sizes", kernel_sizes, odd=True)
-    ds = _check_int_list("dilations", dilations, odd=False)
+    ks = check_candidate_list("kernel_sizes", kernel_sizes, odd=True)  # ConfigError is a ValueError
+    ds = check_candidate_list("dilations", dilations, odd=False)
     return [format_candidate(k, d) for k in ks for d in ds]
 
 
