@@ -20,7 +20,7 @@ output only ever meet padding; see :func:`nni_dash.ops.fft_conv.crop_kernel_to_i
 taps outside the cropped frame are dropped. Accumulation is one ``index_add`` of every candidate's
 kept taps (scaled by its probability) at precomputed flat frame positions, so forward and backward
 cost ``O(C_out*C_in*(L^N + sum_i k_i^N))``: the backward is a gather of ``sum_i k_i^N`` taps per
-channel pair, not one full-frame gradient per candidate (which made the 2-D C=64 op 18x slower).
+channel pair, not one full-frame gradient per candidate (2.5 s against 0.15 s at 2-D C=64, 16 candidates).
 """
 from __future__ import annotations
 
