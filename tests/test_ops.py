@@ -104,6 +104,21 @@ def test_fft_conv_gradcheck_fft_sizes_and_groups(shape, c_out, k, groups, paddin
     assert torch.autograd.gradcheck(lambda x, w: fft_conv(x, w, groups=groups, padding=padding), (x, w))
 
 
+@pytest.mark.parametrize("shape, k, padding", [
+    ((2, 3, 1), 5, "same"), ((2, 3, 2), 3, "same"), ((2, 3, 1), 3, "causal"),   # FFT lengths 1-2
+    ((1, 2, 1, 1), 3, "same"), ((1, 2, 2, 1), 5, "same"), ((1, 4, 3, 2), 7, "same"),
+])
+def test_fft_conv_tiny_inputs_exact_and_differentiable(shape, k, padding):
+    """Inputs of 1-3 points per axis: the kernel is cropped to one or a few taps and the FFT has 1-4 points."""
+    torch.manual_seed(6)
+    ndim = len(shape) - 2
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, shape[1], *([k] * ndim), dtype=torch.float64, requires_grad=True)
+    ref = direct_conv(x, w, padding=padding, dilation=2)
+    torch.testing.assert_close(fft_conv(x, w, padding=padding, dilation=2), ref, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda x, w: fft_conv(x, w, padding=padding, dilation=2), (x, w))
+
+
 def test_dilate_kernel_places_taps():
     w = torch.arange(1.0, 4.0).reshape(1, 1, 3)
     assert dilate_kernel(w, 3).flatten().tolist() == [1, 0, 0, 2, 0, 0, 3]
