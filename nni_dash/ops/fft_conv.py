@@ -193,7 +193,7 @@ class _CroppedIRFFT(torch.autograd.Function):
     def forward(ctx: Any, y_hat: Tensor, sizes: tuple[int, ...], spatial: tuple[int, ...]) -> Tensor:
         ctx.sizes = sizes
         y = torch.fft.irfftn(y_hat, s=sizes, dim=tuple(range(-len(sizes), 0)))
-        return y[(Ellipsis, *(slice(0, n) for n in spatial))].contiguous()
+        return y[(Ellipsis, *(slice(0, n) for n in spatial))]  # a view: fft_conv makes the one contiguous copy
 
     @staticmethod
     @once_differentiable

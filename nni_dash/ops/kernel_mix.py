@@ -103,7 +103,6 @@ def aggregate_kernels(
     first = weights[0]
     ndim = first.dim() - 2
     spans = [receptive_span(w.shape[-1], d) for w, d in zip(weights, dilations)]
-    full = max(spans)
     size, start = frame if frame is not None else _frame_size(spans, align, max_half)
     kernel_sizes = tuple(w.shape[-1] for w in weights)
     sources, targets = _tap_positions(kernel_sizes, tuple(dilations), ndim, size, start, align, first.device)
