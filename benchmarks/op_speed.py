@@ -75,7 +75,7 @@ from nni.nas.strategy import DARTS  # noqa: E402
 from nni_dash.nn import DashConv1d, DashConv2d  # noqa: E402
 from nni_dash.oneshot import MixedDashConv  # noqa: E402
 from nni_dash.oneshot.mixed_dash_conv import CONV_PATH_KWARG  # noqa: E402
-from nni_dash.ops import conv_path, next_fast_len  # noqa: E402
+from nni_dash.ops import aggregate_on_grid, conv_path, next_fast_len  # noqa: E402
 from nni_dash.ops.fft_conv import fft_length, pad_amounts  # noqa: E402
 from nni_dash.ops import dispatch as _dispatch  # noqa: E402
 
@@ -163,8 +163,12 @@ def auto_path(case: Case, op: MixedDashConv) -> tuple[str, str]:
     with torch.no_grad():
         probs = torch.full((len(op.values),), 1.0 / len(op.values))
         kernel = op.aggregated_kernel(probs.to(op.kernels[0]), tuple(case.x_shape[2:]))
+        _, grid = aggregate_on_grid(list(op.kernels), [d for _, d in op.pairs], probs.to(op.kernels[0]),
+                                    align="right" if op.padding == "causal" else "center",
+                                    max_half=max(case.x_shape[2:]) - 1)
     spans = kernel.shape[2:]
-    path = f"{conv_path(case.x_shape, tuple(kernel.shape))} (aggregated kernel {'x'.join(map(str, spans))})"
+    path = (f"{conv_path(case.x_shape, tuple(kernel.shape))} (aggregated kernel {'x'.join(map(str, spans))}, "
+            f"on a tap grid of {'x'.join([str(len(grid))] * len(spans))})")
     padding = "causal" if op.padding == "causal" else "same"
     sizes = [next_fast_len(fft_length(case.size, s, pad_amounts(s, padding)[0])) for s in spans]  # as fft_conv does
     bins = math.prod(sizes[:-1]) * (sizes[-1] // 2 + 1)

@@ -4,9 +4,9 @@ It holds **one kernel per (k, d) candidate** (shape ``(C_out, C_in/g, k[, k])``)
 and serves every NNI one-shot policy through :class:`~nni.nas.oneshot.pytorch.supermodule.operation.MixedOperation`:
 
 * **differentiable** (``DASH``, ``DARTS``, ``GumbelDARTS``): the policy hands ``{"k7d3": p, ...}``;
-  the op builds the aggregated kernel ``sum_i p_i * place(dilate(W_i))``
-  (:func:`nni_dash.ops.aggregate_kernels`, cropped to what the input can see) and applies it once,
-  by FFT or direct convolution, whichever :mod:`nni_dash.ops.dispatch` predicts cheaper;
+  the op builds the aggregated kernel ``sum_i p_i * place(dilate(W_i))`` (cropped to what the input
+  can see) and applies it once, by FFT (the kernel kept on its tap grid) or by direct convolution,
+  whichever :mod:`nni_dash.ops.dispatch` predicts cheaper (:func:`nni_dash.ops.mixed_conv`);
 * **path sampling** (``RandomOneShot``, ``ENAS``): the policy hands one value ``"k7d3"``; the op runs
   a direct convolution with that candidate's kernel.
 
@@ -31,7 +31,7 @@ from nni.nas.oneshot.pytorch.supermodule.operation import MixedOperation
 from torch import Tensor
 
 from nni_dash.nn.dash_conv import _DashConvNd, make_conv, parse_candidate
-from nni_dash.ops import aggregate_kernels, conv, direct_conv, receptive_span
+from nni_dash.ops import aggregate_kernels, direct_conv, mixed_conv, receptive_span
 
 __all__ = ["MixedDashConv", "DEPTHWISE_PROXY_KWARG", "register_native_mixed_operation"]
 
@@ -111,9 +111,8 @@ class MixedDashConv(MixedOperation):
         if x.dim() != self.ndim + 2:
             raise ValueError(f"MixedDashConv{self.ndim}d: expected a {self.ndim + 2}-D input, got shape {tuple(x.shape)}")
         if isinstance(kd, dict):  # differentiable policy: a distribution over candidates
-            kernel = self.aggregated_kernel(self.probs_vector(kd), tuple(x.shape[2:]))
-            return conv(x, kernel, self.bias, stride=self.stride, groups=self.search_groups, padding=self.padding,
-                        path=self.conv_path)
+            return mixed_conv(x, list(self.kernels), [d for _, d in self.pairs], self.probs_vector(kd), self.bias,
+                              stride=self.stride, groups=self.search_groups, padding=self.padding, path=self.conv_path)
         index = self.values.index(kd)  # path sampling: one candidate
         return direct_conv(x, self.kernels[index], self.bias, stride=self.stride, dilation=self.pairs[index][1],
                            groups=self.search_groups, padding=self.padding)

@@ -20,10 +20,11 @@ from typing import Sequence
 from torch import Tensor
 
 from nni_dash.ops.fft_conv import (
-    crop_kernel_to_input, direct_conv, fft_conv, fft_length, next_fast_len, pad_amounts,
+    crop_kernel_to_input, direct_conv, fft_conv, fft_length, next_fast_len, pad_amounts, spectral_conv,
 )
+from nni_dash.ops.kernel_mix import frame_size, aggregate_kernels, aggregate_on_grid, receptive_span
 
-__all__ = ["CostModel", "DEFAULT_COST_MODEL", "conv_path", "conv"]
+__all__ = ["CostModel", "DEFAULT_COST_MODEL", "conv_path", "conv", "mixed_conv"]
 
 
 class CostModel:
@@ -88,4 +89,31 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int =
             # cropping an off-centre window: fall back to the full kernel (still exact)
             w = weight
         return direct_conv(x, w, bias, stride=stride, groups=groups, padding=padding)
+    raise ValueError(f"path={path!r}: allowed values are 'auto', 'fft', 'direct'")
+
+
+def mixed_conv(x: Tensor, weights: Sequence[Tensor], dilations: Sequence[int], probs: Tensor,
+               bias: Tensor | None = None, *, stride: int = 1, groups: int = 1, padding: str = "same",
+               path: str = "auto") -> Tensor:
+    """DASH's mixture ``sum_i probs[i] * conv(x, weights[i], dilation=dilations[i])`` as one convolution.
+
+    The candidates are aggregated into one kernel cropped to what ``x`` can see
+    (:mod:`nni_dash.ops.kernel_mix`). ``path="fft"`` keeps that kernel on its tap grid
+    (:func:`~nni_dash.ops.kernel_mix.aggregate_on_grid`) and runs :func:`spectral_conv`;
+    ``path="direct"`` builds the dense frame and runs one direct convolution; ``"auto"`` asks the
+    cost model about the dense frame. Same conventions as :func:`fft_conv`.
+    """
+    align = "right" if padding == "causal" else "center"
+    max_half = max(x.shape[2:]) - 1
+    if path == "auto":
+        spans = [receptive_span(w.shape[-1], d) for w, d in zip(weights, dilations)]
+        size = frame_size(spans, align, max_half)[0]
+        path = conv_path(x.shape, (weights[0].shape[0], weights[0].shape[1], *([size] * (x.dim() - 2))),
+                         groups=groups, stride=stride, padding=padding)
+    if path == "fft":
+        kernel, offsets = aggregate_on_grid(weights, dilations, probs, align=align, max_half=max_half)
+        return spectral_conv(x, kernel, [offsets] * (x.dim() - 2), bias, stride=stride, groups=groups)
+    if path == "direct":
+        kernel = aggregate_kernels(weights, dilations, probs, align=align, max_half=max_half)
+        return conv(x, kernel, bias, stride=stride, groups=groups, padding=padding, path="direct")
     raise ValueError(f"path={path!r}: allowed values are 'auto', 'fft', 'direct'")

@@ -14,18 +14,23 @@ Conventions (shared by :func:`fft_conv` and :func:`direct_conv`, and identical t
   With ``stride > 1`` the stride-1 output is subsampled (``[::stride]``), which equals ``F.conv``
   with the same integer padding.
 * **FFT**: ``rfftn``/``irfftn`` with ``norm="backward"`` (forward unscaled, inverse scaled by
-  ``1/prod(N)``), so ``irfftn(rfftn(x) * conj(rfftn(w)))`` is exactly the circular
-  cross-correlation. The input is zero-padded to ``N >= n + max(left, right)`` per axis (after
-  cropping, rounded up to a 2/3/5-smooth length; see :func:`fft_length`), the shortest length for
-  which no wrap-around reaches the kept outputs.
+  ``1/prod(N)``). The kernel is never dilated or padded in memory: :func:`fft_conv` hands its taps
+  to :func:`spectral_conv` at offsets ``d*j - left`` from the output position, the input stays
+  unshifted and zero-padded at the end, and the kernel counts as placed circularly
+  (``frame[offset mod N]``), so ``irfftn(rfftn(x) * conj(rfftn(frame)))`` is exactly the
+  cross-correlation on the leading ``n`` points. The FFT length is ``N >= n + max(left, right)`` per
+  axis (rounded up to a 2/3/5-smooth length; see :func:`fft_length`), the shortest for which no
+  wrap-around reaches the kept outputs.
+* **Kernel spectrum**: by DFT matmuls over the occupied tap offsets only, written frequency first
+  (:mod:`nni_dash.ops.kernel_dft`); an FFT of the frame when the kernel is long and dense.
 * **Channel mixing** per frequency bin runs as real BLAS matmuls on contiguous real/imaginary
-  planes (:class:`_ChannelMix`); the FFTs run over trailing axes, the matmuls with frequency as the
-  batch axis, and the layouts are exchanged by one transpose per operand.
-* **Backward**: custom one-sided FFT adjoints (:class:`_PaddedRFFT`, :class:`_CroppedIRFFT`) instead
-  of autograd's, which rebuild two-sided spectra and zero-filled full-size gradients.
+  planes (:class:`_SpectralConv`), with frequency as the batch axis; the input and output spectra
+  are exchanged between the FFT layout and that one by one transpose each.
+* **Backward**: written out in :class:`_SpectralConv` (one-sided FFT adjoints whose per-bin factors
+  cancel), instead of autograd's, which rebuilds two-sided spectra and zero-filled full-size gradients.
 * **Cropping**: a tap more than ``n - 1`` away from the output position only ever meets padding, so
-  it is dropped before the FFT (``crop_kernel_to_input``). This keeps the FFT small when the
-  dilated kernel is much larger than the input (e.g. span 121 on an 8x8 image).
+  it is dropped before the FFT. This keeps the FFT small when the dilated kernel is much larger
+  than the input (e.g. span 121 on an 8x8 image).
 """
 from __future__ import annotations
 
@@ -37,9 +42,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from nni_dash.ops.kernel_dft import kernel_spectrum_planes
+from nni_dash.ops.rfft import cropped_irfftn, irfft_grad_scale, irfftn_leading, padded_rfftn
+
 __all__ = [
-    "PADDING_MODES", "fft_conv", "fft_length", "direct_conv", "dilate_kernel", "pad_amounts", "crop_kernel_to_input",
-    "next_fast_len",
+    "PADDING_MODES", "fft_conv", "spectral_conv", "fft_length", "direct_conv", "dilate_kernel", "pad_amounts",
+    "crop_kernel_to_input", "next_fast_len",
 ]
 
 PADDING_MODES = ("same", "causal")
@@ -139,71 +147,6 @@ def next_fast_len(n: int) -> int:
     return best
 
 
-def _rfft_grad_weights(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Per-bin factors turning a one-sided ``rfft`` gradient into an ``irfft`` input (see :class:`_PaddedRFFT`)."""
-    half = size // 2 + 1
-    scale = torch.full((half,), 0.5, dtype=dtype, device=device)
-    scale[0] = 1.0
-    if size % 2 == 0:
-        scale[-1] = 1.0
-    return scale
-
-
-class _PaddedRFFT(torch.autograd.Function):
-    """``rfftn(x zero-padded by `lefts` in front and to `sizes`)`` with a one-sided backward.
-
-    Autograd's own backward of a real-to-complex FFT rebuilds the full two-sided spectrum and runs a
-    complex-to-complex transform. The adjoint needs only a half-size one: for a one-sided gradient
-    ``G``, ``Re(ifftn_unnormalised(zero-extend(G))) == irfftn_unnormalised(H)`` where ``H`` is ``G``
-    with the interior bins of the last axis halved (``irfftn`` counts each of them twice). The padding's
-    adjoint is a crop.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, lefts: tuple[int, ...], sizes: tuple[int, ...]) -> Tensor:
-        ndim = len(sizes)
-        ctx.lefts, ctx.sizes, ctx.spatial = lefts, sizes, tuple(x.shape[-ndim:])
-        dims = tuple(range(-ndim, 0))
-        if not any(lefts):  # rfftn zero-pads at the end by itself
-            return torch.fft.rfftn(x, s=sizes, dim=dims)
-        pad: list[int] = []
-        for n, left, size in zip(reversed(ctx.spatial), reversed(lefts), reversed(sizes)):
-            pad += [left, size - n - left]
-        return torch.fft.rfftn(F.pad(x, pad), dim=dims)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        sizes = ctx.sizes
-        scale = _rfft_grad_weights(sizes[-1], grad.real.dtype, grad.device)
-        full = torch.fft.irfftn(grad * scale, s=sizes, dim=tuple(range(-len(sizes), 0)), norm="forward")
-        return full[(Ellipsis, *(slice(left, left + n) for left, n in zip(ctx.lefts, ctx.spatial)))], None, None
-
-
-class _CroppedIRFFT(torch.autograd.Function):
-    """``irfftn(y_hat, s=sizes)[..., :n]`` (the first ``n`` points per axis) with a direct backward.
-
-    The adjoint of "crop the leading block" is "zero-pad at the end", which ``rfftn(s=sizes)`` does
-    by itself; the adjoint of ``irfftn`` (``norm="backward"``) on the one-sided input is
-    ``rfftn(grad) / prod(N)`` with the interior bins of the last axis doubled. Autograd would
-    instead materialise a zero-filled full-size gradient and copy into it.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, y_hat: Tensor, sizes: tuple[int, ...], spatial: tuple[int, ...]) -> Tensor:
-        ctx.sizes = sizes
-        y = torch.fft.irfftn(y_hat, s=sizes, dim=tuple(range(-len(sizes), 0)))
-        return y[(Ellipsis, *(slice(0, n) for n in spatial))]  # a view: fft_conv makes the one contiguous copy
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        sizes = ctx.sizes
-        g = torch.fft.rfftn(grad, s=sizes, dim=tuple(range(-len(sizes), 0)))
-        scale = _rfft_grad_weights(sizes[-1], grad.dtype, grad.device).reciprocal_().div_(math.prod(sizes))
-        return g * scale, None, None
-
-
 def _planes(z: Tensor, order: tuple[int, ...]) -> Tensor:
     """Complex ``z`` -> contiguous real ``(2, ...)`` (real plane, imaginary plane) in axis ``order``: one copy."""
     return torch.view_as_real(z).permute(z.dim(), *order).contiguous()
@@ -218,53 +161,137 @@ def _interleave(re: Tensor, im: Tensor, shape: tuple[int, ...], order: tuple[int
     return torch.view_as_complex(out)
 
 
-class _ChannelMix(torch.autograd.Function):
-    """Per-frequency channel mixing ``Y[b, g, o, f] = sum_i X[b, g, i, f] * conj(W[g, o, i, f])``.
+class _SpectralConv(torch.autograd.Function):
+    """``crop(irfftn(mix(rfftn(x), P)))`` in one node: ``Y[b, g, o, f] = sum_i X[b, g, i, f] * P[f, g, o, i]``.
 
-    Runs as real batched matmuls over ``(group, frequency)`` on separate real/imaginary planes,
-    ``(a + ib)(u - iv) = (au + bv) + i(bu - av)``: 4 real matmuls per complex one, each a BLAS call on
-    contiguous operands. (CPU complex batched matmul does not reach BLAS and is ~20x slower; matmuls
-    on strided views fall back to one small matmul per frequency bin.) Gradients follow PyTorch's
-    convention for complex tensors: ``grad_X = grad_Y @ W``, ``grad_W = grad_Y^H @ X`` per bin.
+    ``x`` is real ``(B, C_in, *n)``; ``planes`` is ``(2, *F, G * C_out/g * C_in/g)``, the real and
+    imaginary planes of the conjugate kernel spectrum from
+    :func:`nni_dash.ops.kernel_dft.kernel_spectrum_planes` (frequency first, as the matmuls read it).
+
+    Mixing runs as real batched matmuls over ``(frequency, group)`` on separate planes,
+    ``(a + ib)(P_r + iP_i) = (aP_r - bP_i) + i(aP_i + bP_r)``: 4 BLAS matmuls per complex product on
+    contiguous operands. (CPU complex batched matmul does not reach BLAS and is ~20x slower.)
+
+    Backward, written out instead of chained through three autograd nodes: the adjoint of the cropped
+    ``irfftn`` is ``rfftn(grad) / prod(N)`` with interior last-axis bins doubled; the adjoint of
+    ``rfftn`` halves them again, so ``grad_x = crop(irfftn(mix^T(rfftn(grad))))`` needs no per-bin
+    scaling at all. The kernel gradient keeps the doubling: it is folded into the saved input planes
+    once, in the forward. The kernel gradient is returned as planes, in the layout of ``planes``.
     """
 
     @staticmethod
-    def forward(ctx: Any, x_hat: Tensor, w_hat: Tensor) -> Tensor:
-        b, g, ci, nf = x_hat.shape
-        co = w_hat.shape[1]
-        xp = _planes(x_hat, (1, 3, 0, 2)).reshape(2, g * nf, b, ci)   # (2, G*F, B, C_in/g)
-        wp = _planes(w_hat, (0, 3, 2, 1)).reshape(2, g * nf, ci, co)  # (2, G*F, C_in/g, C_out/g)
-        (a, bi), (u, v) = xp.unbind(0), wp.unbind(0)
-        y_re = torch.bmm(a, u).baddbmm_(bi, v)
-        y_im = torch.bmm(bi, u).baddbmm_(a, v, alpha=-1)
-        ctx.save_for_backward(xp, wp)
-        return _interleave(y_re, y_im, (g, nf, b, co), (2, 0, 3, 1))  # (B, G, C_out/g, F)
+    def forward(ctx: Any, x: Tensor, planes: Tensor, sizes: tuple[int, ...], groups: int) -> Tensor:
+        ndim = len(sizes)
+        b, c_in, spatial = x.shape[0], x.shape[1], tuple(x.shape[2:])
+        x_hat = torch.fft.rfftn(x, s=sizes, dim=tuple(range(-ndim, 0)))       # (B, C_in, *F)
+        freq = tuple(x_hat.shape[2:])
+        nf, ci = math.prod(freq), c_in // groups
+        co = planes.shape[-1] // (groups * ci)
+        xp = _planes(x_hat.reshape(b, groups, ci, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, ci)
+        del x_hat
+        (a, bi), (pr, pi) = xp.unbind(0), planes.reshape(2, nf * groups, co, ci).unbind(0)
+        y_re = torch.bmm(a, pr.mT).baddbmm_(bi, pi.mT, alpha=-1)
+        y_im = torch.bmm(a, pi.mT).baddbmm_(bi, pr.mT)
+        y_hat = _interleave(y_re, y_im, (nf, groups, b, co), (2, 1, 3, 0)).reshape(b, groups * co, *freq)
+        del y_re, y_im
+        y = irfftn_leading(y_hat, sizes, spatial)
+        # the kernel gradient reads the input planes times the irfftn-adjoint factor: apply it once, here
+        xp.view(2, nf // freq[-1], freq[-1], -1).mul_(irfft_grad_scale(sizes, x.dtype, x.device)[:, None])
+        ctx.save_for_backward(xp, planes)
+        ctx.sizes, ctx.groups, ctx.spatial, ctx.shape = sizes, groups, spatial, (b, c_in, groups * co, ci, co, freq)
+        return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        xp, wp = ctx.saved_tensors
-        (a, bi), (u, v) = xp.unbind(0), wp.unbind(0)
-        gnf, b, ci = a.shape
-        co = u.shape[2]
-        g = grad_y.shape[1]
-        nf = gnf // g
-        gp = _planes(grad_y, (1, 3, 0, 2)).reshape(2, gnf, b, co)
-        p, q = gp.unbind(0)  # grad_y = p + iq
-        grad_x = grad_w = None
-        # intermediates are dropped as soon as they are consumed: the backward's peak memory is what
-        # bounds the op's (it already holds both spectra's planes)
-        if ctx.needs_input_grad[0]:  # (p + iq)(u + iv)^T
-            gx_re = torch.bmm(p, u.mT).baddbmm_(q, v.mT, alpha=-1)
-            gx_im = torch.bmm(q, u.mT).baddbmm_(p, v.mT)
-            grad_x = _interleave(gx_re, gx_im, (g, nf, b, ci), (2, 0, 3, 1))
-            del gx_re, gx_im
-        if ctx.needs_input_grad[1]:  # (p - iq)^T (a + ib), laid out (C_in/g, C_out/g)
-            gw_re = torch.bmm(a.mT, p).baddbmm_(bi.mT, q)
-            gw_im = torch.bmm(bi.mT, p).baddbmm_(a.mT, q, alpha=-1)
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        xp, planes = ctx.saved_tensors
+        sizes, groups = ctx.sizes, ctx.groups
+        b, c_in, c_out, ci, co, freq = ctx.shape
+        nf = math.prod(freq)
+        g_hat = torch.fft.rfftn(grad_y, s=sizes, dim=tuple(range(-len(sizes), 0)))  # (B, C_out, *F)
+        gp = _planes(g_hat.reshape(b, groups, co, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, co)
+        del g_hat
+        (p, q), (a, bi) = gp.unbind(0), xp.unbind(0)
+        pr, pi = planes.reshape(2, nf * groups, co, ci).unbind(0)
+        grad_x = grad_planes = None
+        if ctx.needs_input_grad[1]:  # dL/dP_r = p^T a + q^T b, dL/dP_i = q^T a - p^T b, laid out (C_out/g, C_in/g)
+            grad_planes = planes.new_empty(2, nf * groups, co, ci)
+            torch.bmm(p.mT, a, out=grad_planes[0]).baddbmm_(q.mT, bi)
+            torch.bmm(q.mT, a, out=grad_planes[1]).baddbmm_(p.mT, bi, alpha=-1)
+            grad_planes = grad_planes.view(planes.shape)
+        if ctx.needs_input_grad[0]:  # dL/da = p P_r + q P_i, dL/db = q P_r - p P_i
+            gx_re = torch.bmm(p, pr).baddbmm_(q, pi)
+            gx_im = torch.bmm(q, pr).baddbmm_(p, pi, alpha=-1)
             del gp, p, q
-            grad_w = _interleave(gw_re, gw_im, (g, nf, ci, co), (0, 3, 2, 1))
-        return grad_x, grad_w
+            gx_hat = _interleave(gx_re, gx_im, (nf, groups, b, ci), (2, 1, 3, 0)).reshape(b, c_in, *freq)
+            del gx_re, gx_im
+            grad_x = irfftn_leading(gx_hat, sizes, ctx.spatial).contiguous()
+        return grad_x, grad_planes, None, None
+
+
+def _check_offsets(offsets: Sequence[Sequence[int]], weight: Tensor, ndim: int) -> tuple[tuple[int, ...], ...]:
+    if len(offsets) != ndim:
+        raise ValueError(f"offsets: expected one sequence per spatial axis ({ndim}), got {len(offsets)}")
+    out = tuple(tuple(int(o) for o in axis) for axis in offsets)
+    for a, (axis, k) in enumerate(zip(out, weight.shape[2:])):
+        if len(axis) != k or any(b <= a_ for a_, b in zip(axis, axis[1:])):
+            raise ValueError(f"offsets[{a}]: expected {k} strictly increasing tap offsets (weight has {k} taps on "
+                             f"axis {a}), got {list(axis)}")
+    return out
+
+
+def spectral_conv(
+    x: Tensor,
+    weight: Tensor,
+    offsets: Sequence[Sequence[int]],
+    bias: Tensor | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    groups: int = 1,
+    method: str = "auto",
+) -> Tensor:
+    """FFT cross-correlation with a kernel given on a tap grid: ``y[i] = sum_t w[t] . x[i*stride + offsets[t]]``.
+
+    ``weight`` is ``(C_out, C_in/g, R_1, ..., R_n)``; tap ``t`` of axis ``a`` reads input position
+    ``i + offsets[a][t]`` (zeros outside ``[0, n)``; strictly increasing offsets). A dense kernel with
+    dilation ``d`` and "same" padding is ``offsets = d*j - left``; DASH's aggregated kernel lives on
+    the union of its candidates' offsets (:func:`nni_dash.ops.kernel_mix.aggregate_on_grid`).
+    Taps with ``|offset| > n - 1`` only ever meet zeros and are dropped. The FFT length per axis is
+    ``n + max(left, right)`` (``left = max(0, -min offset)``, ``right = max(0, max offset)``), rounded
+    up to a 2/3/5-smooth length; the kernel spectrum comes from
+    :func:`nni_dash.ops.kernel_dft.kernel_spectrum_planes` (``method``). First-order gradients only.
+    """
+    ndim = _check(x, weight, groups, "same")
+    strides = _tuple(stride, ndim, "stride")
+    offs = _check_offsets(offsets, weight, ndim)
+    spatial = list(x.shape[2:])
+    kept = []
+    for a, (axis, n) in enumerate(zip(offs, spatial)):  # offsets are sorted: the visible taps are one run
+        idx = [t for t, o in enumerate(axis) if -(n - 1) <= o <= n - 1]
+        if not idx:  # no tap ever meets the input on this axis
+            out = x.new_zeros(x.shape[0], weight.shape[0], *(math.ceil(n / s) for n, s in zip(spatial, strides)))
+            out = out + weight.sum() * 0
+            return out if bias is None else out + bias.reshape(1, -1, *([1] * ndim))
+        if len(idx) < len(axis):
+            weight = weight.narrow(2 + a, idx[0], len(idx))
+        kept.append(axis[idx[0]:idx[-1] + 1])
+    sizes = tuple(next_fast_len(n + max(0, -axis[0], axis[-1])) for n, axis in zip(spatial, kept))
+
+    c_out, ci = weight.shape[0], weight.shape[1]
+    planes = kernel_spectrum_planes(weight.reshape(c_out * ci, *weight.shape[2:]), kept, sizes, method=method)
+    if ci == 1:  # depthwise / channel multiplier: an elementwise product per bin, in the FFT layout
+        b, freq = x.shape[0], planes.shape[1:-1]
+        w_conj = torch.complex(planes[0], planes[1]).reshape(-1, c_out).t()           # (C_out, F)
+        x_hat = padded_rfftn(x, sizes).reshape(b, groups, 1, -1)
+        y_hat = (x_hat * w_conj.reshape(1, groups, c_out // groups, -1)).reshape(b, c_out, *freq)
+        y = cropped_irfftn(y_hat, sizes, tuple(spatial))
+    else:
+        y = _SpectralConv.apply(x, planes, sizes, groups)
+    if any(st > 1 for st in strides):
+        y = y[(Ellipsis, *(slice(None, None, st) for st in strides))]
+    if bias is not None:
+        y = y + bias.reshape(1, -1, *([1] * ndim))
+    return y.contiguous()
 
 
 def fft_conv(
@@ -279,38 +306,19 @@ def fft_conv(
 ) -> Tensor:
     """N-d (1-3) convolution computed by FFT; equals :func:`direct_conv` (see module docstring).
 
-    Cost is ``O(B*C*M log M + B*C_out*C_in/groups*M)`` for ``M`` FFT points, independent of the
-    kernel span except through the padding. For the backward it keeps the real and imaginary planes
-    of both one-sided spectra (``(B*C_in + C_out*C_in/groups) * M/2`` complex values). First-order
+    The dilated kernel is never materialised: its taps are passed to :func:`spectral_conv` at
+    offsets ``d*j - left``. Cost is ``O(B*C*M log M + B*C_out*C_in/groups*M)`` for ``M`` FFT points
+    plus the kernel spectrum (:mod:`nni_dash.ops.kernel_dft`). For the backward it keeps the planes of
+    the input and kernel spectra (``(B*C_in + C_out*C_in/groups) * M/2`` complex values). First-order
     gradients only: the backward is a custom one (``once_differentiable``; double backward raises).
     """
     ndim = _check(x, weight, groups, padding)
-    strides = _tuple(stride, ndim, "stride")
-    w = dilate_kernel(weight, dilation)
-    spatial = list(x.shape[2:])
-    lefts = [pad_amounts(s, padding)[0] for s in w.shape[2:]]
-    w, lefts = crop_kernel_to_input(w, spatial, lefts)
-    spans = list(w.shape[2:])
-    sizes = [next_fast_len(fft_length(n, s, left)) for n, s, left in zip(spatial, spans, lefts)]
-
-    # x shifted right by `left` (output i reads x_pad[i + j]) and zero-padded to the FFT size.
-    x_hat = _PaddedRFFT.apply(x, tuple(lefts), tuple(sizes))               # (B, C_in, *F)
-    w_hat = _PaddedRFFT.apply(w, (0,) * ndim, tuple(sizes))                # (C_out, C_in/g, *F)
-
-    B, c_in, c_out = x.shape[0], x.shape[1], w.shape[0]
-    freq = x_hat.shape[2:]
-    n_freq = math.prod(freq)
-    ci, co = c_in // groups, c_out // groups
-    if ci == 1:  # depthwise / channel multiplier: no channel mixing
-        y_hat = x_hat.reshape(B, groups, 1, n_freq) * w_hat.reshape(1, groups, co, n_freq).conj()
-    else:
-        y_hat = _ChannelMix.apply(x_hat.reshape(B, groups, ci, n_freq), w_hat.reshape(groups, co, ci, n_freq))
-    y = _CroppedIRFFT.apply(y_hat.reshape(B, c_out, *freq), tuple(sizes), tuple(spatial))
-    if any(st > 1 for st in strides):
-        y = y[(Ellipsis, *(slice(None, None, st) for st in strides))]
-    if bias is not None:
-        y = y + bias.reshape(1, -1, *([1] * ndim))
-    return y.contiguous()
+    dil = _tuple(dilation, ndim, "dilation")
+    offsets = []
+    for k, d in zip(weight.shape[2:], dil):
+        left = pad_amounts(d * (k - 1) + 1, padding)[0]
+        offsets.append([d * j - left for j in range(k)])
+    return spectral_conv(x, weight, offsets, bias, stride=stride, groups=groups)
 
 
 def direct_conv(

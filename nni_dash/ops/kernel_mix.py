@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["receptive_span", "aggregate_kernels", "place_kernel"]
+__all__ = ["receptive_span", "aggregate_kernels", "aggregate_on_grid", "frame_size", "place_kernel"]
 
 
 def receptive_span(kernel_size: int, dilation: int) -> int:
@@ -46,8 +46,8 @@ def _frame_offset(span: int, frame: int, align: str) -> int:
     raise ValueError(f"align={align!r}: allowed values are 'center', 'right'")
 
 
-def _frame_size(spans: Sequence[int], align: str, max_half: int | None) -> tuple[int, int]:
-    """Size of the (possibly cropped) frame and its start inside the full frame of span ``max(spans)``."""
+def frame_size(spans: Sequence[int], align: str, max_half: int | None) -> tuple[int, int]:
+    """Size of the (possibly cropped) dense frame and its start inside the full frame of span ``max(spans)``."""
     full = max(spans)
     if max_half is None:
         return full, 0
@@ -97,45 +97,111 @@ def aggregate_kernels(
     -------
     Tensor ``(C_out, C_in/g, *[L']*N)`` with ``L' = max span`` (or the cropped size).
     """
+    _check_lengths(weights, dilations, probs)
+    ndim = weights[0].dim() - 2
+    spans = [receptive_span(w.shape[-1], d) for w, d in zip(weights, dilations)]
+    size, start = frame if frame is not None else frame_size(spans, align, max_half)
+    kernel_sizes = tuple(w.shape[-1] for w in weights)
+    sources, targets = _tap_positions(kernel_sizes, tuple(dilations), ndim, size, start, align, weights[0].device)
+    return _accumulate(weights, probs, sources, targets, size, ndim)
+
+
+def aggregate_on_grid(
+    weights: Sequence[Tensor],
+    dilations: Sequence[int],
+    probs: Tensor,
+    *,
+    align: str = "center",
+    max_half: int | None = None,
+) -> tuple[Tensor, tuple[int, ...]]:
+    """The aggregated kernel of :func:`aggregate_kernels` on its tap grid only, and the grid's offsets.
+
+    Every candidate tap sits at an offset ``d*j - centre`` from the output position; the union of
+    these offsets (cropped like the frame by ``max_half``) is the grid, the same on every axis. Rows
+    and columns of the frame that no candidate touches are left out: for K={3,5,7,9},
+    D={1,3,7,15} the frame is 121 wide and the grid 31. Returns the kernel
+    ``(C_out, C_in/g, *[R]*N)`` and the ``R`` sorted offsets, in the convention of
+    :func:`nni_dash.ops.fft_conv.spectral_conv` (tap ``t`` reads input ``i + offsets[t]``).
+    Scattering the grid into the frame gives exactly :func:`aggregate_kernels`.
+    """
+    _check_lengths(weights, dilations, probs)
+    ndim = weights[0].dim() - 2
+    kernel_sizes = tuple(w.shape[-1] for w in weights)
+    spans = [receptive_span(k, d) for k, d in zip(kernel_sizes, dilations)]
+    size, start = frame_size(spans, align, max_half)
+    grid = _grid_offsets(kernel_sizes, tuple(dilations), size, start, align)
+    sources, targets = _tap_positions(kernel_sizes, tuple(dilations), ndim, size, start, align, weights[0].device,
+                                      grid=grid)
+    return _accumulate(weights, probs, sources, targets, len(grid), ndim), grid
+
+
+def _check_lengths(weights: Sequence[Tensor], dilations: Sequence[int], probs: Tensor) -> None:
     if len(weights) != len(dilations) or probs.shape != (len(weights),):
         raise ValueError(f"aggregate_kernels: {len(weights)} weights, {len(dilations)} dilations and probs of shape "
                          f"{tuple(probs.shape)} must have the same length")
-    first = weights[0]
-    ndim = first.dim() - 2
-    spans = [receptive_span(w.shape[-1], d) for w, d in zip(weights, dilations)]
-    size, start = frame if frame is not None else _frame_size(spans, align, max_half)
-    kernel_sizes = tuple(w.shape[-1] for w in weights)
-    sources, targets = _tap_positions(kernel_sizes, tuple(dilations), ndim, size, start, align, first.device)
+
+
+def _accumulate(weights: Sequence[Tensor], probs: Tensor, sources: list[Tensor | None], targets: Tensor, size: int,
+                ndim: int) -> Tensor:
+    """``sum_i probs[i] * taps_i`` scattered (one ``index_add``) into a zero ``(C_out, C_in/g, *[size]*N)``."""
     vals = []
     for w, src, p in zip(weights, sources, probs.unbind(0)):
         flat = w.flatten(2)
         if src is not None:  # some taps fall outside the cropped frame
             flat = flat.index_select(2, src)
         vals.append(flat * p)
+    first = weights[0]
     out = first.new_zeros(*first.shape[:2], size ** ndim)
-    out = out.index_add(2, targets, torch.cat(vals, 2))
+    out = out.index_add_(2, targets, torch.cat(vals, 2))
     return out.view(*first.shape[:2], *([size] * ndim))
+
+
+def _centre(full: int, align: str) -> int:
+    """Frame position of the output sample in the full frame of span ``full``."""
+    return (full - 1) // 2 if align == "center" else full - 1
+
+
+@lru_cache(maxsize=256)
+def _grid_offsets(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], size: int, start: int,
+                  align: str) -> tuple[int, ...]:
+    """Sorted offsets (from the output position) of every candidate tap inside the cropped frame."""
+    spans = [receptive_span(k, d) for k, d in zip(kernel_sizes, dilations)]
+    full = max(spans)
+    centre = _centre(full, align)
+    offsets = set()
+    for k, d, span in zip(kernel_sizes, dilations, spans):
+        first = _frame_offset(span, full, align)
+        offsets.update(first + j * d - centre for j in range(k) if 0 <= first + j * d - start < size)
+    return tuple(sorted(offsets))
 
 
 @lru_cache(maxsize=256)
 def _tap_positions(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], ndim: int, size: int, start: int,
-                   align: str, device: torch.device) -> tuple[list[Tensor | None], Tensor]:
+                   align: str, device: torch.device, grid: tuple[int, ...] | None = None,
+                   ) -> tuple[list[Tensor | None], Tensor]:
     """Per candidate: flat indices of its kept taps (``None`` = all) and, concatenated, their flat frame positions.
 
-    Cached per device, so a GPU run does not copy the indices host-to-device on every call.
+    With ``grid`` (sorted offsets from :func:`_grid_offsets`) the positions are on that grid instead
+    of the dense frame. Cached per device, so a GPU run does not copy the indices host-to-device on
+    every call.
     """
     spans = [receptive_span(k, d) for k, d in zip(kernel_sizes, dilations)]
     full = max(spans)
+    index = None if grid is None else {o: i for i, o in enumerate(grid)}
+    shift = start - _centre(full, align)  # cropped-frame position -> offset from the output position
+    width = size if grid is None else len(grid)
     sources: list[Tensor | None] = []
     targets = []
     for k, d, span in zip(kernel_sizes, dilations, spans):
         offset = _frame_offset(span, full, align) - start  # position of tap 0 in the cropped frame
-        taps = torch.tensor([j for j in range(k) if 0 <= offset + j * d < size], dtype=torch.long)
+        kept = [j for j in range(k) if 0 <= offset + j * d < size]
+        taps = torch.tensor(kept, dtype=torch.long)
+        pos = [offset + j * d if index is None else index[offset + j * d + shift] for j in kept]
         src = torch.zeros(1, dtype=torch.long)
         dst = torch.zeros(1, dtype=torch.long)
         for _ in range(ndim):  # row-major flat index over the N axes
             src = (src[:, None] * k + taps[None]).reshape(-1)
-            dst = (dst[:, None] * size + (offset + taps * d)[None]).reshape(-1)
+            dst = (dst[:, None] * width + torch.tensor(pos, dtype=torch.long)[None]).reshape(-1)
         sources.append(None if len(taps) == k else src.to(device))
         targets.append(dst)
     return sources, torch.cat(targets).to(device)
