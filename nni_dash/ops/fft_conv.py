@@ -214,18 +214,19 @@ class _SpectralConv(torch.autograd.Function):
         (p, q), (a, bi) = gp.unbind(0), xp.unbind(0)
         pr, pi = planes.reshape(2, nf * groups, co, ci).unbind(0)
         grad_x = grad_planes = None
+        # grad_x first: its spectrum-sized temporaries are gone before the kernel-sized gradient exists
+        if ctx.needs_input_grad[0]:  # dL/da = p P_r + q P_i, dL/db = q P_r - p P_i
+            gx_re = torch.bmm(p, pr).baddbmm_(q, pi)
+            gx_im = torch.bmm(q, pr).baddbmm_(p, pi, alpha=-1)
+            gx_hat = _interleave(gx_re, gx_im, (nf, groups, b, ci), (2, 1, 3, 0)).reshape(b, c_in, *freq)
+            del gx_re, gx_im
+            grad_x = irfftn_leading(gx_hat, sizes, ctx.spatial).contiguous()
+            del gx_hat
         if ctx.needs_input_grad[1]:  # dL/dP_r = p^T a + q^T b, dL/dP_i = q^T a - p^T b, laid out (C_out/g, C_in/g)
             grad_planes = planes.new_empty(2, nf * groups, co, ci)
             torch.bmm(p.mT, a, out=grad_planes[0]).baddbmm_(q.mT, bi)
             torch.bmm(q.mT, a, out=grad_planes[1]).baddbmm_(p.mT, bi, alpha=-1)
             grad_planes = grad_planes.view(planes.shape)
-        if ctx.needs_input_grad[0]:  # dL/da = p P_r + q P_i, dL/db = q P_r - p P_i
-            gx_re = torch.bmm(p, pr).baddbmm_(q, pi)
-            gx_im = torch.bmm(q, pr).baddbmm_(p, pi, alpha=-1)
-            del gp, p, q
-            gx_hat = _interleave(gx_re, gx_im, (nf, groups, b, ci), (2, 1, 3, 0)).reshape(b, c_in, *freq)
-            del gx_re, gx_im
-            grad_x = irfftn_leading(gx_hat, sizes, ctx.spatial).contiguous()
         return grad_x, grad_planes, None, None
 
 
