@@ -40,7 +40,7 @@ class CostModel:
         Fixed cost (in multiply-adds) of the extra kernel launches of the FFT path.
     """
 
-    def __init__(self, *, c_fft: float = 0.5, c_mix: float = 10.0, fft_overhead: float = 5.6e4) -> None:
+    def __init__(self, *, c_fft: float = 0.4, c_mix: float = 5.0, fft_overhead: float = 5.6e6) -> None:
         self.c_fft = c_fft
         self.c_mix = c_mix
         self.fft_overhead = fft_overhead
