@@ -119,6 +119,13 @@ def _record(rec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return db
 
 
+def _code_version() -> str | None:
+    """Last commit touching the package (recorded per run: runs of one table may come from several commits)."""
+    out = subprocess.run(["git", "log", "-1", "--format=%h", "--", "nni_dash"], cwd=RESULTS.parents[1], capture_output=True,
+                         text=True, check=False)
+    return out.stdout.strip() or None
+
+
 def machine_info() -> dict[str, Any]:
     import nni
     import torch
@@ -347,7 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     seeds = [0] if args.quick else args.seeds
     meta = {**machine_info(), "date": DATE,
-            "command": "python benchmarks/suite.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+            "command": "python benchmarks/suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "code": _code_version()}
     if not args.no_warmup:
         warmup(args.tasks[0])
     for task in args.tasks:
@@ -363,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
                     traceback.print_exc()
                     rec = {"task": task, "method": method, "seed": seed, "error": f"{type(err).__name__}: {err}"}
                 rec["wall_s"] = time.perf_counter() - t0
+                rec["code"] = meta.get("code")
                 db = _record(rec, meta)
                 report(db)
                 msg = rec.get("error") or (f"score={rec['score']:.4f} search={rec['search_s']:.1f}s "
