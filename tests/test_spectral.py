@@ -70,6 +70,7 @@ def scatter_dense(weight, offsets):
     ((2, 4, 20), ([-7, -2, 0, 1, 9],), 2, 2),
     ((2, 4, 6), ([-9, -5, 0, 4, 8],), 1, 1),              # taps beyond n-1 only meet padding
     ((2, 4, 9), ([-6, -3, 0],), 4, 1),                    # depthwise, causal-like grid
+    ((2, 4, 8), ([0, 3, 7],), 1, 1),                      # right-dominated: N = n + right = 15 exactly
     ((1, 4, 7, 9), ([-3, 0, 2], [-4, -1, 0, 5]), 1, 1),
     ((1, 6, 7, 9), ([-3, 0, 2], [-4, -1, 0, 5]), 3, 2),
 ])
@@ -99,13 +100,56 @@ def test_spectral_conv_gradcheck(method):
 
 
 def test_spectral_conv_with_no_visible_tap_gives_the_bias():
-    x = torch.randn(2, 3, 4)
+    x = torch.randn(2, 3, 4, requires_grad=True)
     w = torch.randn(5, 3, 2, requires_grad=True)
     b = torch.randn(5)
     y = spectral_conv(x, w, [[-9, 7]], b)
     torch.testing.assert_close(y, b[None, :, None].expand(2, 5, 4))
     y.sum().backward()
-    assert torch.equal(w.grad, torch.zeros_like(w))
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("shape,w_shape,offsets", [
+    ((2, 3, 8, 8), (4, 3, 3, 1), [[-1, 0, 1], [0]]),      # last-axis FFT length == n: nothing cropped there
+    ((1, 1, 8), (1, 1, 1), [[0]]),                         # 1-D, N == n
+])
+def test_spectral_conv_output_takes_in_place_ops(shape, w_shape, offsets):
+    """The output is a tensor of its own, never a view of the op's internal buffer."""
+    torch.manual_seed(7)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(*w_shape, dtype=torch.float64, requires_grad=True)
+    y = spectral_conv(x, w, offsets)
+    y.relu_().sum().backward()
+    ref = direct_conv(x, scatter_dense(w, offsets)).relu()
+    rx, rw = torch.autograd.grad(ref.sum(), (x, w))
+    torch.testing.assert_close(x.grad, rx)
+    torch.testing.assert_close(w.grad, rw)
+
+
+def test_mixed_conv_trains_after_a_call_under_inference_mode():
+    """Index and DFT tensors are cached; one built under inference_mode must still serve autograd later."""
+    shapes = [(3, 2, 5), (3, 2, 3)]
+    weights = [torch.randn(*s, requires_grad=True) for s in shapes]
+    x, probs = torch.randn(2, 2, 37), torch.tensor([0.3, 0.7])
+    with torch.inference_mode():
+        mixed_conv(x, weights, [5, 9], probs, path="fft")
+    mixed_conv(x, weights, [5, 9], probs, path="fft").sum().backward()
+    assert all(w.grad is not None for w in weights)
+
+
+def test_kernel_spectrum_rejects_taps_that_share_a_bin_position():
+    with pytest.raises(ValueError, match="distinct residues mod N"):
+        kernel_spectrum_planes(torch.ones(1, 2), [[-2, 2]], (4,))
+    with pytest.raises(ValueError, match="distinct residues mod N"):
+        kernel_spectrum_planes(torch.ones(1, 2), [[0, 5]], (5,))
+
+
+def test_mixed_conv_rejects_unknown_and_2d_causal_padding():
+    w = [torch.randn(2, 2, 3, 3)]
+    with pytest.raises(ValueError, match="padding='valid'"):
+        mixed_conv(torch.randn(1, 2, 6, 6), w, [1], torch.ones(1), padding="valid")
+    with pytest.raises(ValueError, match="padding='causal' for a 2-D input"):
+        mixed_conv(torch.randn(1, 2, 6, 6), w, [1], torch.ones(1), padding="causal", path="fft")
 
 
 @pytest.mark.parametrize("offsets,match", [
@@ -119,9 +163,9 @@ def test_spectral_conv_bad_offsets(offsets, match):
         spectral_conv(torch.randn(1, 2, 8), torch.randn(2, 2, 3), offsets)
 
 
-@pytest.mark.parametrize("ndim,n,align,max_half", [(1, 30, "center", None), (1, 5, "center", 4), (2, 9, "center", 8),
-                                                   (2, 4, "center", 3), (1, 30, "right", None), (1, 4, "right", 3)])
-def test_aggregate_on_grid_is_the_dense_aggregate_without_empty_rows(ndim, n, align, max_half):
+@pytest.mark.parametrize("ndim,align,max_half", [(1, "center", None), (1, "center", 4), (2, "center", 8),
+                                               (2, "center", 3), (1, "right", None), (1, "right", 3)])
+def test_aggregate_on_grid_is_the_dense_aggregate_without_empty_rows(ndim, align, max_half):
     torch.manual_seed(4)
     pairs = [(k, d) for k in (3, 5, 7) for d in (1, 2, 4)]
     weights = [torch.randn(5, 3, *([k] * ndim)) for k, _ in pairs]

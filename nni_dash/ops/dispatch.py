@@ -7,10 +7,13 @@ The cost model counts multiply-adds:
 * FFT: ``c_fft * (B*C_in + B*C_out + C_out*C_in/g) * M * log2(M) + c_mix * 4 * B*C_out*C_in/g * M/2``
   for ``M = prod(FFT sizes)`` (``M/2`` complex bins of the real FFT, 4 real multiply-adds each),
 
-with the constants below calibrated for forward+backward on CPU (oneDNN direct conv vs. pocketfft +
-complex channel mixing; 2-core AMD EPYC, torch 2.13: ``python -m benchmarks.op_speed --calibrate``,
-table in ``benchmarks/results/op_speed.md``). A wrong guess costs only time: both paths give the same
-result up to float rounding.
+with the constants below calibrated for forward+backward on CPU (oneDNN direct conv vs. MKL FFTs +
+planar BLAS channel mixing; 2-core AMD EPYC, torch 2.13: ``python -m benchmarks.op_speed --calibrate``,
+table in ``benchmarks/results/op_speed.md``). The calibration runs dense kernels; for DASH's sparse
+aggregated kernel the FFT path computes the kernel spectrum by DFT matmuls on the tap grid
+(:mod:`nni_dash.ops.kernel_dft`), which costs less than the ``C_out*C_in/g * M log M`` term charges, so
+the model errs towards the direct path there. A wrong guess costs only time: both paths give the
+same result up to float rounding.
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from typing import Sequence
 from torch import Tensor
 
 from nni_dash.ops.fft_conv import (
-    crop_kernel_to_input, direct_conv, fft_conv, fft_length, next_fast_len, pad_amounts, spectral_conv,
+    PADDING_MODES, crop_kernel_to_input, direct_conv, fft_conv, fft_length, next_fast_len, pad_amounts,
+    spectral_conv,
 )
 from nni_dash.ops.kernel_mix import frame_size, aggregate_kernels, aggregate_on_grid, receptive_span
 
@@ -103,6 +107,9 @@ def mixed_conv(x: Tensor, weights: Sequence[Tensor], dilations: Sequence[int], p
     ``path="direct"`` builds the dense frame and runs one direct convolution; ``"auto"`` asks the
     cost model about the dense frame. Same conventions as :func:`fft_conv`.
     """
+    if padding not in PADDING_MODES or (padding == "causal" and x.dim() != 3):
+        raise ValueError(f"padding={padding!r} for a {x.dim() - 2}-D input: allowed values are 'same' and, "
+                         f"for 1-D only, 'causal'")
     align = "right" if padding == "causal" else "center"
     max_half = max(x.shape[2:]) - 1
     if path == "auto":

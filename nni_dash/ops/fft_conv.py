@@ -122,11 +122,13 @@ def crop_kernel_to_input(weight: Tensor, spatial: Sequence[int], lefts: Sequence
 
 
 def fft_length(n: int, span: int, left: int) -> int:
-    """Shortest circular length giving exact outputs ``0..n-1``: ``n + max(left, right)``.
+    """Shortest circular length giving exact outputs ``0..n-1``: ``n + max(left, right)``, ``right = span - 1 - left``.
 
-    Output ``i`` reads ``x_pad[i + j]`` (``x`` shifted right by ``left``); a wrapped read lands at
-    ``i + j - N <= n + right - 1 - N``, which must stay below the data start ``left``, and the data
-    ``[left, left + n)`` must fit: ``N >= n + max(left, right)`` with ``right = span - 1 - left``.
+    Output ``i`` reads ``x[i + o]`` for tap offsets ``o`` in ``[-left, right]``; the input sits
+    unshifted at ``[0, n)`` and is zero-padded to ``N``. A read below 0 wraps to ``N + i + o >= N - left``,
+    which must land in the zero padding (``N - left >= n``); a read above ``n - 1`` must not wrap
+    (``n - 1 + right < N``). Both hold iff ``N >= n + max(left, right)``; then the taps' residues mod
+    ``N`` are also distinct (``left + right < N``, since cropping keeps ``left, right <= n - 1``).
     """
     return n + max(left, span - 1 - left)
 
@@ -230,6 +232,21 @@ class _SpectralConv(torch.autograd.Function):
         return grad_x, grad_planes, None, None
 
 
+class _Zeros(torch.autograd.Function):
+    """A zero output of ``shape`` that depends on ``x`` and ``weight`` with zero gradients (finite even for inf inputs)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, shape: tuple[int, ...]) -> Tensor:
+        ctx.x_meta, ctx.w_meta = (x.shape, x.dtype, x.device), (weight.shape, weight.dtype, weight.device)
+        return x.new_zeros(shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        (xs, xd, xv), (ws, wd, wv) = ctx.x_meta, ctx.w_meta
+        return torch.zeros(xs, dtype=xd, device=xv), torch.zeros(ws, dtype=wd, device=wv), None
+
+
 def _check_offsets(offsets: Sequence[Sequence[int]], weight: Tensor, ndim: int) -> tuple[tuple[int, ...], ...]:
     if len(offsets) != ndim:
         raise ValueError(f"offsets: expected one sequence per spatial axis ({ndim}), got {len(offsets)}")
@@ -269,9 +286,9 @@ def spectral_conv(
     kept = []
     for a, (axis, n) in enumerate(zip(offs, spatial)):  # offsets are sorted: the visible taps are one run
         idx = [t for t, o in enumerate(axis) if -(n - 1) <= o <= n - 1]
-        if not idx:  # no tap ever meets the input on this axis
-            out = x.new_zeros(x.shape[0], weight.shape[0], *(math.ceil(n / s) for n, s in zip(spatial, strides)))
-            out = out + weight.sum() * 0
+        if not idx:  # no tap ever meets the input on this axis: the output is the bias
+            shape = (x.shape[0], weight.shape[0], *(math.ceil(n / s) for n, s in zip(spatial, strides)))
+            out = _Zeros.apply(x, weight, shape)
             return out if bias is None else out + bias.reshape(1, -1, *([1] * ndim))
         if len(idx) < len(axis):
             weight = weight.narrow(2 + a, idx[0], len(idx))

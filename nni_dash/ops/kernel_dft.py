@@ -23,7 +23,10 @@ Conventions
 * Method: ``"dft"`` (the matmuls above, ``O(C * F * R)``) or ``"fft"`` (scatter into the frame,
   ``rfftn``, transpose; ``O(C * M log M)`` plus the transpose) -- the same numbers. ``"auto"``
   picks ``"dft"`` while its multiply-adds per channel stay below :data:`DFT_COST_RATIO` times
-  ``M log2 M`` (``M = prod(N)``), the break-even measured in ``benchmarks/op_speed.py``.
+  ``M log2 M`` (``M = prod(N)``). The ratio comes from one measurement (1-D, C=64, N=1152, 2 CPU
+  threads): the FFT route (frame, ``rfft``, transpose) cost as much as the DFT matmuls with about 137
+  taps, i.e. 13.5 ``M log2 M`` per channel; 12 leans towards the matmuls, whose output layout also
+  saves the gradient's transpose.
 """
 from __future__ import annotations
 
@@ -70,6 +73,12 @@ def _dft_matrices(offsets: tuple[tuple[int, ...], ...], sizes: tuple[int, ...], 
     Last axis: ``[cos; sin]`` stacked, ``(2 F, R)`` (its input is real). Other axes: the real form of
     a complex multiply, ``(2 F, 2 R)`` with rows ``(plane, f)`` and columns ``(r, plane)``.
     """
+    with torch.inference_mode(False):  # cached: must stay usable by later calls that record autograd
+        return _build_dft_matrices(offsets, sizes, dtype, device)
+
+
+def _build_dft_matrices(offsets: tuple[tuple[int, ...], ...], sizes: tuple[int, ...], dtype: torch.dtype,
+                        device: torch.device) -> tuple[Tensor, ...]:
     mats = []
     last = len(sizes) - 1
     for a, (offs, n, nf) in enumerate(zip(offsets, sizes, _freqs(sizes))):
@@ -146,6 +155,10 @@ def kernel_spectrum_planes(weight: Tensor, offsets: Sequence[Sequence[int]], siz
     cropped kernels :func:`nni_dash.ops.fft_conv.spectral_conv` passes).
     """
     offs = tuple(tuple(int(o) for o in axis) for axis in offsets)
+    if len(offs) != len(sizes) or any(len({o % n for o in axis}) != len(axis) or any(abs(o) >= n for o in axis)
+                                      for axis, n in zip(offs, sizes)):
+        raise ValueError(f"offsets {[list(a) for a in offs]} for FFT sizes {tuple(sizes)}: need one list per axis, "
+                         f"each inside (-N, N) with distinct residues mod N (use N > max offset - min offset)")
     if method == "auto":
         method = pick_method(offs, sizes)
     if method == "dft":

@@ -185,6 +185,13 @@ def _tap_positions(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], nd
     of the dense frame. Cached per device, so a GPU run does not copy the indices host-to-device on
     every call.
     """
+    with torch.inference_mode(False):  # cached: must stay usable by later calls that record autograd
+        return _build_tap_positions(kernel_sizes, dilations, ndim, size, start, align, device, grid)
+
+
+def _build_tap_positions(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], ndim: int, size: int, start: int,
+                         align: str, device: torch.device, grid: tuple[int, ...] | None,
+                         ) -> tuple[list[Tensor | None], Tensor]:
     spans = [receptive_span(k, d) for k, d in zip(kernel_sizes, dilations)]
     full = max(spans)
     index = None if grid is None else {o: i for i, o in enumerate(grid)}

@@ -28,7 +28,7 @@ def _rfft_grad_weights(size: int, dtype: torch.dtype, device: torch.device) -> T
 
 
 def irfftn_leading(z: Tensor, sizes: Sequence[int], keep: Sequence[int], norm: str = "backward") -> Tensor:
-    """``irfftn(z, s=sizes)[..., :keep_1, ..., :keep_n]`` (a view), cropping the leading axes before the c2r.
+    """``irfftn(z, s=sizes)[..., :keep_1, ..., :keep_n]``, cropping the leading axes before the c2r.
 
     In 2-D/3-D the leading axes are inverted first (complex-to-complex) and cut to the kept rows, so
     the last axis' complex-to-real transform runs on those rows only (half the work when ``N = 2n``).
@@ -36,8 +36,12 @@ def irfftn_leading(z: Tensor, sizes: Sequence[int], keep: Sequence[int], norm: s
     ndim = len(sizes)
     if ndim > 1:
         z = torch.fft.ifftn(z, s=sizes[:-1], dim=tuple(range(-ndim, -1)), norm=norm)
-        z = z[(Ellipsis, *(slice(0, k) for k in keep[:-1]), slice(None))]
-    return torch.fft.irfft(z, n=sizes[-1], dim=-1, norm=norm)[..., :keep[-1]]
+        if any(k < n for k, n in zip(keep[:-1], sizes[:-1])):
+            z = z[(Ellipsis, *(slice(0, k) for k in keep[:-1]), slice(None))]
+    y = torch.fft.irfft(z, n=sizes[-1], dim=-1, norm=norm)
+    # no slicing when nothing is cropped: a custom Function must not return a view of its own temporary
+    # that callers could then take for a fresh tensor (in-place ops on it would raise)
+    return y[..., :keep[-1]] if keep[-1] < sizes[-1] else y
 
 
 class _RFFTN(torch.autograd.Function):
