@@ -98,6 +98,11 @@ CASES = [
     ("not-mapping", [], "- 1\n- 2\n", None, "error: config: expected a mapping of keys, got list"),
     ("bad-override-format", ["--set", "search.epochs"], None, None, "error: --set 'search.epochs': expected key.sub=value"),
     # ---- data ----
+    ("task-seed-negative", ["--set", "task.options.seed=-1"], None, None,
+     "error: task.options.seed=-1: expected an integer in [0, 2**32 - 1]"),
+    ("task-seed-float", ["--set", "task.options.seed=0.5"], None, None, "error: task.options.seed=0.5"),
+    ("task-option-value", ["--set", "task.options.test_fraction=1.5"], None, None,
+     "error: task.options: task 'digits' rejected {'test_fraction': 1.5}: "),
     ("npz-missing", [], NPZ, "missing", "error: task.options (npz): npz path"),
     ("npz-nan", [], NPZ, _npz(x_train=_nan_x()), "x_train has 1 NaN/inf value(s)"),
     ("npz-label-range", ["--set", "task.options.num_outputs=2"], NPZ, _npz(y_test=np.array([0, 1, 5, 0, 1, 0])),

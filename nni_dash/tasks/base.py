@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nni_dash.errors import ConfigError, DataError, MissingExtraError
+from nni_dash.errors import ConfigError, DashError, DataError, MissingExtraError
 
 __all__ = [
     "TASK_KINDS", "TaskData", "register_task", "create_task", "list_tasks", "cache_dir",
@@ -102,7 +102,16 @@ def create_task(name: str, **options: Any) -> TaskData:
     except TypeError as err:  # unknown or missing builder option
         allowed = ", ".join(p for p in inspect.signature(builder).parameters)
         raise ConfigError(f"task.options: {err} (task {name!r} takes: {allowed})") from None
-    data = builder(**options)
+    seed = options.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise ConfigError(f"task.options.seed={seed!r}: expected an integer in [0, 2**32 - 1]")
+    try:
+        data = builder(**options)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, DashError):
+            raise
+        # a value the builder (or numpy/sklearn under it) rejects: one line naming the options
+        raise ConfigError(f"task.options: task {name!r} rejected {options}: {' '.join(str(err).split())}") from None
     from nni_dash.tasks.validate import validate_task_data
     validate_task_data(data)
     return data
