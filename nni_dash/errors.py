@@ -14,6 +14,10 @@ class DashError(Exception):
 
     exit_code: int = 2
 
+    def __str__(self) -> str:
+        # one line, whatever user text (a YAML key, a file name) the message quotes
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 class ConfigError(DashError, ValueError):
     """A configuration key, value or CLI argument is invalid."""

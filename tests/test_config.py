@@ -115,3 +115,13 @@ def test_nnictl_configs_are_valid_and_their_trials_resolve(path):
 def test_compare_strategies_covers_every_strategy():
     space = yaml.safe_load((CONFIG_DIR / "compare_strategies.yml").read_text())["searchSpace"]
     assert set(space["search.strategy"]["_value"]) >= {"DASH", "DARTS", "GumbelDARTS", "RandomOneShot", "ENAS", "none"}
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"\n": 1}, "'\\n': unknown key"),                       # found by the config-file fuzz test
+    ({"search": {"x y": 1}}, "search.'x y': unknown key"),
+])
+def test_unusual_yaml_keys_give_one_line_errors(data, fragment):
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig.from_dict(data).validate()
+    assert "\n" not in str(info.value) and fragment in str(info.value)

@@ -82,7 +82,8 @@ def build(cls: type, data: Any, path: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
-        here = f"{path}.{key}" if path else str(key)
+        name = str(key) if isinstance(key, str) and key.isidentifier() else repr(key)  # a YAML key can be anything
+        here = f"{path}.{name}" if path else name
         if key not in names:
             raise ConfigError(_unknown_key(here, cls))
         kwargs[key] = _coerce(value, hints[key], here)
