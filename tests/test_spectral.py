@@ -50,6 +50,7 @@ def test_kernel_dft_gradcheck(offsets, sizes):
 def test_pick_method_prefers_dft_for_sparse_grids_and_fft_for_long_dense_kernels():
     assert pick_method([range(-30, 31, 3)], (1152,)) == "dft"          # 21 taps over a 1152-point FFT
     assert pick_method([range(-500, 501)], (1536,)) == "fft"           # 1001 dense taps
+    assert pick_method([range(-200, 201)], (1152,)) == "fft"           # 401 dense taps: FFT measured faster
     grid = [-15, -7, -3, -2, -1, 0, 1, 2, 3, 7, 15]
     assert pick_method([grid, grid], (64, 64)) == "dft"
 

@@ -23,10 +23,10 @@ Conventions
 * Method: ``"dft"`` (the matmuls above, ``O(C * F * R)``) or ``"fft"`` (scatter into the frame,
   ``rfftn``, transpose; ``O(C * M log M)`` plus the transpose) -- the same numbers. ``"auto"``
   picks ``"dft"`` while its multiply-adds per channel stay below :data:`DFT_COST_RATIO` times
-  ``M log2 M`` (``M = prod(N)``). The ratio comes from one measurement (1-D, C=64, N=1152, 2 CPU
-  threads): the FFT route (frame, ``rfft``, transpose) cost as much as the DFT matmuls with about 137
-  taps, i.e. 13.5 ``M log2 M`` per channel; 12 leans towards the matmuls, whose output layout also
-  saves the gradient's transpose.
+  ``M log2 M`` (``M = prod(N)``): the break-even measured by ``python -m benchmarks.kernel_dft_breakeven``
+  (``benchmarks/results/kernel_dft.md``; forward+backward, 4096 kernel rows, 2 CPU threads). In 1-D
+  (N = 1152) the DFT was faster up to 271 dense taps (ratio 27) and slower at 401 (ratio 40); in 2-D
+  (64x64) it was faster at every size tried, dense 63x63 included (ratio 16, 2.1x).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from nni_dash.ops.rfft import padded_rfftn
 __all__ = ["DFT_COST_RATIO", "kernel_spectrum_planes", "dft_cost", "pick_method"]
 
 #: ``"auto"`` uses the DFT matmuls while their multiply-adds per channel are below this many ``M log2 M``.
-DFT_COST_RATIO = 12.0
+DFT_COST_RATIO = 30.0
 
 
 def _freqs(sizes: Sequence[int]) -> list[int]:
