@@ -1,6 +1,7 @@
 """``MixedDashConv``: the supernet op that one-shot strategies put in place of a ``DashConv1d/2d``.
 
-It holds **one kernel per (k, d) candidate** (shape ``(C_out, C_in/g, k[, k])``) and one shared bias,
+It holds **one kernel per (k, d) candidate** (shape ``(C_out, C_in/g, k[, k])``, all stored in one
+tensor ``weight``, a :class:`~nni_dash.ops.KernelBank`; ``kernels[i]`` are views) and one shared bias,
 and serves every NNI one-shot policy through :class:`~nni.nas.oneshot.pytorch.supermodule.operation.MixedOperation`:
 
 * **differentiable** (``DASH``, ``DARTS``, ``GumbelDARTS``): the policy hands ``{"k7d3": p, ...}``;
@@ -31,7 +32,7 @@ from nni.nas.oneshot.pytorch.supermodule.operation import MixedOperation
 from torch import Tensor
 
 from nni_dash.nn.dash_conv import _DashConvNd, make_conv, parse_candidate
-from nni_dash.ops import aggregate_kernels, direct_conv, mixed_conv, receptive_span
+from nni_dash.ops import KernelBank, aggregate_kernels, direct_conv, mixed_conv, receptive_span
 
 __all__ = ["MixedDashConv", "DEPTHWISE_PROXY_KWARG", "register_native_mixed_operation"]
 
@@ -73,8 +74,9 @@ class MixedDashConv(MixedOperation):
                 w.copy_(base.weight.detach())  # keep the layer's existing kernel (e.g. a dashified pretrained conv)
             else:
                 nn.init.kaiming_uniform_(w, a=math.sqrt(5))  # nn.ConvNd's default init, per candidate
-            kernels.append(nn.Parameter(w))
-        self.kernels = nn.ParameterList(kernels)
+            kernels.append(w)
+        # one tensor for all candidates (a KernelBank): aggregation and the optimiser touch it once per step
+        self.weight = nn.Parameter(KernelBank.stack(kernels).flat)
         self.bias = nn.Parameter(base.bias.detach().clone()) if base.bias is not None else None
         self.register_buffer("spans", torch.tensor([receptive_span(k, d) for k, d in self.pairs], dtype=torch.float32),
                              persistent=False)
@@ -96,25 +98,35 @@ class MixedDashConv(MixedOperation):
     def forward_argument(self, name: str) -> Any:
         return self.sampling_policy.forward_argument(self, name)
 
+    @property
+    def bank(self) -> KernelBank:
+        """The candidates' kernels as a :class:`~nni_dash.ops.KernelBank` over :attr:`weight`."""
+        return KernelBank(self.weight, [k for k, _ in self.pairs], self.ndim)
+
+    @property
+    def kernels(self) -> list[Tensor]:
+        """Candidate ``i``'s kernel ``(C_out, C_in/g, *[k_i]*N)``: a view of :attr:`weight`."""
+        return self.bank.kernels()
+
     def aggregated_kernel(self, probs: Tensor, spatial: tuple[int, ...] | None = None) -> Tensor:
         """Mixed kernel ``sum_i probs[i] * place(dilate(W_i))``; cropped to an input of size ``spatial``."""
         max_half = max(spatial) - 1 if spatial is not None else None
-        return aggregate_kernels(list(self.kernels), [d for _, d in self.pairs], probs,
+        return aggregate_kernels(self.bank, [d for _, d in self.pairs], probs,
                                  align="right" if self.padding == "causal" else "center", max_half=max_half)
 
     def probs_vector(self, kd: dict[str, Any]) -> Tensor:
         """Order a ``{value: prob}`` dict from the policy as a vector over ``self.values``."""
-        ref = self.kernels[0]
+        ref = self.weight
         return torch.stack([torch.as_tensor(kd.get(v, 0.0), dtype=ref.dtype, device=ref.device) for v in self.values])
 
     def forward_with_args(self, kd: Any, x: Tensor) -> Tensor:
         if x.dim() != self.ndim + 2:
             raise ValueError(f"MixedDashConv{self.ndim}d: expected a {self.ndim + 2}-D input, got shape {tuple(x.shape)}")
         if isinstance(kd, dict):  # differentiable policy: a distribution over candidates
-            return mixed_conv(x, list(self.kernels), [d for _, d in self.pairs], self.probs_vector(kd), self.bias,
+            return mixed_conv(x, self.bank, [d for _, d in self.pairs], self.probs_vector(kd), self.bias,
                               stride=self.stride, groups=self.search_groups, padding=self.padding, path=self.conv_path)
         index = self.values.index(kd)  # path sampling: one candidate
-        return direct_conv(x, self.kernels[index], self.bias, stride=self.stride, dilation=self.pairs[index][1],
+        return direct_conv(x, self.bank.kernel(index), self.bias, stride=self.stride, dilation=self.pairs[index][1],
                            groups=self.search_groups, padding=self.padding)
 
     # ---- export ------------------------------------------------------------------------------
@@ -138,10 +150,10 @@ class MixedDashConv(MixedOperation):
                            groups=self.groups, bias=self.bias is not None, padding=self.padding)
         with torch.no_grad():
             if self.search_groups == self.groups:
-                frozen.weight.copy_(self.kernels[index])
+                frozen.weight.copy_(self.bank.kernel(index))
             if self.bias is not None:
                 frozen.bias.copy_(self.bias)
-        return frozen.to(self.kernels[index].device)
+        return frozen.to(self.weight.device)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, candidates={self.values}, stride={self.stride}, "

@@ -26,7 +26,7 @@ from nni_dash.ops.fft_conv import (
     PADDING_MODES, crop_kernel_to_input, direct_conv, fft_conv, fft_length, next_fast_len, pad_amounts,
     spectral_conv,
 )
-from nni_dash.ops.kernel_mix import frame_size, aggregate_kernels, aggregate_on_grid, receptive_span
+from nni_dash.ops.kernel_mix import KernelBank, frame_size, aggregate_kernels, aggregate_on_grid, receptive_span
 
 __all__ = ["CostModel", "DEFAULT_COST_MODEL", "conv_path", "conv", "mixed_conv"]
 
@@ -96,7 +96,7 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int =
     raise ValueError(f"path={path!r}: allowed values are 'auto', 'fft', 'direct'")
 
 
-def mixed_conv(x: Tensor, weights: Sequence[Tensor], dilations: Sequence[int], probs: Tensor,
+def mixed_conv(x: Tensor, weights: Sequence[Tensor] | KernelBank, dilations: Sequence[int], probs: Tensor,
                bias: Tensor | None = None, *, stride: int = 1, groups: int = 1, padding: str = "same",
                path: str = "auto") -> Tensor:
     """DASH's mixture ``sum_i probs[i] * conv(x, weights[i], dilation=dilations[i])`` as one convolution.
@@ -105,17 +105,19 @@ def mixed_conv(x: Tensor, weights: Sequence[Tensor], dilations: Sequence[int], p
     (:mod:`nni_dash.ops.kernel_mix`). ``path="fft"`` keeps that kernel on its tap grid
     (:func:`~nni_dash.ops.kernel_mix.aggregate_on_grid`) and runs :func:`spectral_conv`;
     ``path="direct"`` builds the dense frame and runs one direct convolution; ``"auto"`` asks the
-    cost model about the dense frame. Same conventions as :func:`fft_conv`.
+    cost model about the dense frame. ``weights`` is a list of kernels or a
+    :class:`~nni_dash.ops.kernel_mix.KernelBank` (no copy). Same conventions as :func:`fft_conv`.
     """
     if padding not in PADDING_MODES or (padding == "causal" and x.dim() != 3):
         raise ValueError(f"padding={padding!r} for a {x.dim() - 2}-D input: allowed values are 'same' and, "
                          f"for 1-D only, 'causal'")
     align = "right" if padding == "causal" else "center"
     max_half = max(x.shape[2:]) - 1
+    weights = weights if isinstance(weights, KernelBank) else KernelBank.stack(weights)
     if path == "auto":
-        spans = [receptive_span(w.shape[-1], d) for w, d in zip(weights, dilations)]
+        spans = [receptive_span(k, d) for k, d in zip(weights.kernel_sizes, dilations)]
         size = frame_size(spans, align, max_half)[0]
-        path = conv_path(x.shape, (weights[0].shape[0], weights[0].shape[1], *([size] * (x.dim() - 2))),
+        path = conv_path(x.shape, (*weights.flat.shape[:2], *([size] * (x.dim() - 2))),
                          groups=groups, stride=stride, padding=padding)
     if path == "fft":
         kernel, offsets = aggregate_on_grid(weights, dilations, probs, align=align, max_half=max_half)

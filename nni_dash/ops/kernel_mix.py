@@ -30,7 +30,48 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["receptive_span", "aggregate_kernels", "aggregate_on_grid", "frame_size", "place_kernel"]
+__all__ = ["receptive_span", "aggregate_kernels", "aggregate_on_grid", "frame_size", "place_kernel", "KernelBank"]
+
+
+class KernelBank:
+    """All candidate kernels of one layer in one tensor: ``flat`` is ``(C_out, C_in/g, sum_i k_i^N)``.
+
+    Candidate ``i`` is the ``k_i^N`` columns after those of candidates ``0..i-1``, row-major over
+    its taps (:meth:`kernels` gives ``(C_out, C_in/g, *[k_i]*N)`` views). Aggregation then needs no
+    per-candidate operation or concatenation, and an optimiser updates one tensor per layer. The
+    functions of this module accept a bank wherever they take a list of kernels.
+    """
+
+    def __init__(self, flat: Tensor, kernel_sizes: Sequence[int], ndim: int) -> None:
+        sizes = [int(k) ** ndim for k in kernel_sizes]
+        if flat.dim() != 3 or flat.shape[2] != sum(sizes):
+            raise ValueError(f"KernelBank: flat has shape {tuple(flat.shape)}, expected (C_out, C_in/g, "
+                             f"{sum(sizes)}) for kernel sizes {list(kernel_sizes)} in {ndim}-D")
+        self.flat, self.kernel_sizes, self.ndim = flat, tuple(int(k) for k in kernel_sizes), ndim
+        self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
+
+    @classmethod
+    def stack(cls, weights: Sequence[Tensor]) -> "KernelBank":
+        """A bank holding a copy of ``weights`` (square kernels ``(C_out, C_in/g, *k)``)."""
+        return cls(torch.cat([w.flatten(2) for w in weights], 2), [w.shape[-1] for w in weights], weights[0].dim() - 2)
+
+    def __len__(self) -> int:
+        return len(self.kernel_sizes)
+
+    def kernel(self, i: int) -> Tensor:
+        k = self.kernel_sizes[i]
+        return self.flat.narrow(2, self.starts[i], k ** self.ndim).view(*self.flat.shape[:2], *([k] * self.ndim))
+
+    def kernels(self) -> list[Tensor]:
+        return [self.kernel(i) for i in range(len(self))]
+
+    @property
+    def shape(self) -> tuple[int, ...]:  # of candidate 0, as a list of kernels would report
+        return (*self.flat.shape[:2], *([self.kernel_sizes[0]] * self.ndim))
+
+
+def _bank(weights: Sequence[Tensor] | KernelBank) -> KernelBank:
+    return weights if isinstance(weights, KernelBank) else KernelBank.stack(weights)
 
 
 def receptive_span(kernel_size: int, dilation: int) -> int:
@@ -97,13 +138,12 @@ def aggregate_kernels(
     -------
     Tensor ``(C_out, C_in/g, *[L']*N)`` with ``L' = max span`` (or the cropped size).
     """
-    _check_lengths(weights, dilations, probs)
-    ndim = weights[0].dim() - 2
-    spans = [receptive_span(w.shape[-1], d) for w, d in zip(weights, dilations)]
+    bank = _bank(weights)
+    _check_lengths(bank, dilations, probs)
+    spans = [receptive_span(k, d) for k, d in zip(bank.kernel_sizes, dilations)]
     size, start = frame if frame is not None else frame_size(spans, align, max_half)
-    kernel_sizes = tuple(w.shape[-1] for w in weights)
-    sources, targets = _tap_positions(kernel_sizes, tuple(dilations), ndim, size, start, align, weights[0].device)
-    return _accumulate(weights, probs, sources, targets, size, ndim)
+    layout = _tap_positions(bank.kernel_sizes, tuple(dilations), bank.ndim, size, start, align, bank.flat.device)
+    return _accumulate(bank, probs, layout, size)
 
 
 def aggregate_on_grid(
@@ -124,36 +164,34 @@ def aggregate_on_grid(
     :func:`nni_dash.ops.fft_conv.spectral_conv` (tap ``t`` reads input ``i + offsets[t]``).
     Scattering the grid into the frame gives exactly :func:`aggregate_kernels`.
     """
-    _check_lengths(weights, dilations, probs)
-    ndim = weights[0].dim() - 2
-    kernel_sizes = tuple(w.shape[-1] for w in weights)
-    spans = [receptive_span(k, d) for k, d in zip(kernel_sizes, dilations)]
+    bank = _bank(weights)
+    _check_lengths(bank, dilations, probs)
+    spans = [receptive_span(k, d) for k, d in zip(bank.kernel_sizes, dilations)]
     size, start = frame_size(spans, align, max_half)
-    grid = _grid_offsets(kernel_sizes, tuple(dilations), size, start, align)
-    sources, targets = _tap_positions(kernel_sizes, tuple(dilations), ndim, size, start, align, weights[0].device,
-                                      grid=grid)
-    return _accumulate(weights, probs, sources, targets, len(grid), ndim), grid
+    grid = _grid_offsets(bank.kernel_sizes, tuple(dilations), size, start, align)
+    layout = _tap_positions(bank.kernel_sizes, tuple(dilations), bank.ndim, size, start, align, bank.flat.device,
+                            grid=grid)
+    return _accumulate(bank, probs, layout, len(grid)), grid
 
 
-def _check_lengths(weights: Sequence[Tensor], dilations: Sequence[int], probs: Tensor) -> None:
-    if len(weights) != len(dilations) or probs.shape != (len(weights),):
-        raise ValueError(f"aggregate_kernels: {len(weights)} weights, {len(dilations)} dilations and probs of shape "
+def _check_lengths(bank: KernelBank, dilations: Sequence[int], probs: Tensor) -> None:
+    if len(bank) != len(dilations) or probs.shape != (len(bank),):
+        raise ValueError(f"aggregate_kernels: {len(bank)} weights, {len(dilations)} dilations and probs of shape "
                          f"{tuple(probs.shape)} must have the same length")
 
 
-def _accumulate(weights: Sequence[Tensor], probs: Tensor, sources: list[Tensor | None], targets: Tensor, size: int,
-                ndim: int) -> Tensor:
-    """``sum_i probs[i] * taps_i`` scattered (one ``index_add``) into a zero ``(C_out, C_in/g, *[size]*N)``."""
-    vals = []
-    for w, src, p in zip(weights, sources, probs.unbind(0)):
-        flat = w.flatten(2)
-        if src is not None:  # some taps fall outside the cropped frame
-            flat = flat.index_select(2, src)
-        vals.append(flat * p)
-    first = weights[0]
-    out = first.new_zeros(*first.shape[:2], size ** ndim)
-    out = out.index_add_(2, targets, torch.cat(vals, 2))
-    return out.view(*first.shape[:2], *([size] * ndim))
+def _accumulate(bank: KernelBank, probs: Tensor, layout: tuple[Tensor | None, Tensor, Tensor], size: int) -> Tensor:
+    """``sum_i probs[i] * taps_i`` scattered (one ``index_add``) into a zero ``(C_out, C_in/g, *[size]*N)``.
+
+    Four tensor operations whatever the number of candidates: gather the kept taps (if any are
+    cropped), scale each by its candidate's probability, scatter-add; autograd's backward is the
+    matching gather and reductions.
+    """
+    sources, targets, owners = layout
+    flat = bank.flat if sources is None else bank.flat.index_select(2, sources)
+    out = flat.new_zeros(*flat.shape[:2], size ** bank.ndim)
+    out = out.index_add_(2, targets, flat * probs.index_select(0, owners))
+    return out.view(*flat.shape[:2], *([size] * bank.ndim))
 
 
 def _centre(full: int, align: str) -> int:
@@ -178,8 +216,8 @@ def _grid_offsets(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], siz
 @lru_cache(maxsize=256)
 def _tap_positions(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], ndim: int, size: int, start: int,
                    align: str, device: torch.device, grid: tuple[int, ...] | None = None,
-                   ) -> tuple[list[Tensor | None], Tensor]:
-    """Per candidate: flat indices of its kept taps (``None`` = all) and, concatenated, their flat frame positions.
+                   ) -> tuple[Tensor | None, Tensor, Tensor]:
+    """Indices of the kept taps in the bank's flat tap axis (``None`` = all), their flat frame positions and owners.
 
     With ``grid`` (sorted offsets from :func:`_grid_offsets`) the positions are on that grid instead
     of the dense frame. Cached per device, so a GPU run does not copy the indices host-to-device on
@@ -191,17 +229,20 @@ def _tap_positions(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], nd
 
 def _build_tap_positions(kernel_sizes: tuple[int, ...], dilations: tuple[int, ...], ndim: int, size: int, start: int,
                          align: str, device: torch.device, grid: tuple[int, ...] | None,
-                         ) -> tuple[list[Tensor | None], Tensor]:
+                         ) -> tuple[Tensor | None, Tensor, Tensor]:
+    """``(sources, targets, owners)`` over the bank's flat tap axis: the kept taps (``None`` = all),
+    their flat frame (or grid) positions and the candidate each belongs to."""
     spans = [receptive_span(k, d) for k, d in zip(kernel_sizes, dilations)]
     full = max(spans)
     index = None if grid is None else {o: i for i, o in enumerate(grid)}
     shift = start - _centre(full, align)  # cropped-frame position -> offset from the output position
     width = size if grid is None else len(grid)
-    sources: list[Tensor | None] = []
-    targets = []
-    for k, d, span in zip(kernel_sizes, dilations, spans):
+    sources, targets, owners = [], [], []
+    base, cropped = 0, False
+    for c, (k, d, span) in enumerate(zip(kernel_sizes, dilations, spans)):
         offset = _frame_offset(span, full, align) - start  # position of tap 0 in the cropped frame
         kept = [j for j in range(k) if 0 <= offset + j * d < size]
+        cropped |= len(kept) < k
         taps = torch.tensor(kept, dtype=torch.long)
         pos = [offset + j * d if index is None else index[offset + j * d + shift] for j in kept]
         src = torch.zeros(1, dtype=torch.long)
@@ -209,6 +250,9 @@ def _build_tap_positions(kernel_sizes: tuple[int, ...], dilations: tuple[int, ..
         for _ in range(ndim):  # row-major flat index over the N axes
             src = (src[:, None] * k + taps[None]).reshape(-1)
             dst = (dst[:, None] * width + torch.tensor(pos, dtype=torch.long)[None]).reshape(-1)
-        sources.append(None if len(taps) == k else src.to(device))
+        sources.append(src + base)
         targets.append(dst)
-    return sources, torch.cat(targets).to(device)
+        owners.append(torch.full((len(src),), c, dtype=torch.long))
+        base += k ** ndim
+    src_all = None if not cropped else torch.cat(sources).to(device)
+    return src_all, torch.cat(targets).to(device), torch.cat(owners).to(device)
