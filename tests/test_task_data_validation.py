@@ -155,7 +155,7 @@ def test_npz_layouts_and_inference(tmp_path):
     assert d.x_train.shape == (6, 3, 20) and d.num_outputs == 4 and d.metric == "map" and len(d.x_val) == 2
     flat = write(tmp_path, "f.npz", x_train=np.ones((10, 50)), y_train=np.arange(10) % 2,
                  x_test=np.ones((4, 50)), y_test=np.array([0, 1, 0, 1]))
-    assert load_npz_task(path=flat, kind="classification").x_train.shape == (9, 1, 50)
+    assert load_npz_task(path=flat, kind="classification").x_train.shape == (8, 1, 50)  # stratified: 1 val per class
     dense = write(tmp_path, "d.npz", x_train=np.ones((10, 2, 6, 7)), y_train=np.ones((10, 6, 7)),
                   x_test=np.ones((3, 2, 6, 7)), y_test=np.ones((3, 6, 7)))
     d = load_npz_task(path=dense, kind="dense_regression", metric="mae")
@@ -179,6 +179,8 @@ def bad(key: str, value) -> dict[str, np.ndarray]:
     (bad("x_train", np.full((40, 8, 8), np.nan)), {}, "x_train has 2560 NaN/inf value(s)"),
     (bad("y_test", np.full(10, np.inf)), {}, "y_test has 10 NaN/inf value(s)"),
     (bad("y_test", np.array([0, 1, 2, 3] * 2 + [0, 1])), {},
+     "y_test has class(es) [3] that y_train lacks"),
+    (bad("y_test", np.array([0, 1, 2, 3] * 2 + [0, 1])), {"num_outputs": 3},
      "y_test has labels in [0, 3]; expected integers in [0, 3)"),
     (bad("y_train", -(np.arange(40) % 2)), {"num_outputs": 2}, "y_train has labels in [-1, 0]"),
     (bad("x_test", np.ones((10, 9, 9))), {}, "x_test has per-sample shape (1, 9, 9) but x_train has (1, 8, 8)"),

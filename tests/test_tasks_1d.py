@@ -18,7 +18,10 @@ from nni_dash.tasks import create_task, list_tasks
 from nni_dash.tasks import genomics, pde1d, series
 
 UCR = [("gunpoint", 1, 150, 2, 50, 150), ("basic_motions", 6, 100, 4, 40, 40),
-       ("italy_power", 1, 24, 2, 67, 1029), ("arrowhead", 1, 251, 3, 36, 175)]
+       ("italy_power", 1, 24, 2, 67, 1029), ("arrowhead", 1, 251, 3, 36, 175), ("osuleaf", 1, 427, 6, 200, 242),
+       ("acsf1", 1, 1460, 10, 100, 100), ("coffee", 1, 286, 2, 28, 28), ("pig_cvp", 1, 2000, 52, 104, 208),
+       ("trace", 1, 275, 4, 100, 100)]
+SOURCE = {name: source for name, (source, _, _) in series.ARCHIVE_TASKS.items()}
 
 
 def needs(available: bool, what: str) -> None:
@@ -58,22 +61,30 @@ TS = """# comment
 
 
 def test_parse_ts_multivariate():
-    x, labels = series.parse_ts(TS)
-    assert x.dtype == np.float32 and x.shape == (3, 2, 3)
+    x, labels, lengths = series.parse_ts(TS)
+    assert x.dtype == np.float32 and x.shape == (3, 2, 3) and lengths.tolist() == [3, 3, 3]
     assert labels.tolist() == ["b", "a", "b"]
     np.testing.assert_array_equal(x[0], [[1, 2, 3], [4, 5, 6]])
     assert np.isnan(x[1, 0, 2]) and x[2, 1, 0] == 2
 
 
-@pytest.mark.parametrize("bad", ["@data\n1,2:a\n1,2,3:a\n", "1,2:a\n", "@data\n", "@timeStamps true\n@data\n(0,1):a\n"])
+def test_parse_ts_pads_variable_length_series():
+    x, labels, lengths = series.parse_ts("@data\n1,2:3,4:a\n5,6,7:8,9,1:b\n")
+    assert x.shape == (2, 2, 3) and lengths.tolist() == [2, 3]
+    np.testing.assert_array_equal(x[0], [[1, 2, 0], [3, 4, 0]])  # zero-padded at the end
+
+
+@pytest.mark.parametrize("bad", ["@data\n1,2:a\n1,2:3:a\n", "@data\n1,2:3:a\n", "1,2:a\n", "@data\n",
+                                 "@timeStamps true\n@data\n(0,1):a\n"])
 def test_parse_ts_rejects(bad):
     with pytest.raises(ValueError):
         series.parse_ts(bad)
 
 
 def test_label_order_is_numeric_when_possible():
-    assert series._label_order(np.array(["10", "2", "-1"])) == ["-1", "2", "10"]
-    assert series._label_order(np.array(["b", "a"])) == ["a", "b"]
+    from nni_dash.tasks.archives import _label_order
+    assert _label_order(np.array(["10", "2", "-1"])) == ["-1", "2", "10"]
+    assert _label_order(np.array(["b", "a"])) == ["a", "b"]
 
 
 def test_stratified_split_keeps_every_class():
@@ -86,7 +97,7 @@ def test_stratified_split_keeps_every_class():
 # --- UCR/UEA ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,c,length,k,n_train,n_test", UCR)
 def test_ucr_task(name, c, length, k, n_train, n_test):
-    needs(has("sktime"), "sktime (pip install --no-deps sktime==1.2.0)")
+    needs(has(SOURCE[name]), f"{SOURCE[name]} (pip install --no-deps {SOURCE[name]})")
     d = create_task(name, seed=0)
     assert (d.kind, d.metric, d.num_outputs) == ("classification", "accuracy", k)
     assert d.x_train.shape[1:] == (c, length) and d.x_train.dtype == np.float32 and d.y_train.dtype == np.int64
@@ -98,8 +109,22 @@ def test_ucr_task(name, c, length, k, n_train, n_test):
     assert not np.array_equal(d.y_val, other.y_val) or not np.array_equal(d.x_val, other.x_val)
 
 
+def test_variable_length_japanese_vowels_is_padded_after_normalising():
+    needs(has("sktime"), "sktime (pip install --no-deps sktime==1.2.0)")
+    d = create_task("japanese_vowels", seed=0)
+    assert d.x_train.shape[1:] == (12, 29) and d.num_outputs == 9 and len(d.x_test) == 370
+    x = np.concatenate([d.x_train, d.x_val])
+    lengths = (np.abs(x).sum(1) > 0).sum(-1)                     # padded tails are exact zeros
+    assert lengths.min() < lengths.max() <= 29
+    short = int(np.argmin(lengths))
+    seg = x[short, :, :lengths[short]]
+    np.testing.assert_allclose(seg.mean(-1), 0, atol=1e-4)          # z-normalised on the true length
+    assert not x[short, :, lengths[short]:].any()
+
+
 def test_ucr_missing_sktime(monkeypatch):
-    monkeypatch.setattr(series.importlib.util, "find_spec", lambda name: None)
+    from nni_dash.tasks import archives
+    monkeypatch.setattr(archives.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MissingExtraError, match="--no-deps sktime==1.2.0"):
         series.load_ucr("GunPoint", task="gunpoint")
 

@@ -52,6 +52,13 @@ class TaskData:
     x_test: np.ndarray
     y_test: np.ndarray
     description: str = ""
+    #: per-channel input standardisation ``(C,)`` fitted on the train split (None: off); the model applies it
+    input_mean: np.ndarray | None = None
+    input_std: np.ndarray | None = None
+
+    @property
+    def input_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if self.input_mean is None else (self.input_mean, self.input_std)
 
     @property
     def in_channels(self) -> int:

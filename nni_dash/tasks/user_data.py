@@ -1,8 +1,10 @@
 """The ``npz`` task: user data from one ``.npz`` file.
 
 Keys: ``x_train``, ``y_train``, ``x_test``, ``y_test`` (required) and optionally ``x_val`` with
-``y_val``; without them a seeded random ``val_fraction`` of the training samples becomes the
-validation split.
+``y_val``; without them a seeded ``val_fraction`` of the training samples becomes the validation
+split, stratified by class for classification (every class with two or more samples keeps at least
+one on each side). Inputs stay raw: the run standardises them per channel with statistics fitted on
+the train split (``task.standardize``), inside the model.
 
 Input layouts (cast to float32, channel-first as in :mod:`nni_dash.tasks.base`):
 
@@ -27,7 +29,8 @@ import numpy as np
 from nni_dash.errors import DataError
 from nni_dash.tasks.base import TaskData, check_kind, register_task
 from nni_dash.tasks.metrics import check_metric, default_metric
-from nni_dash.tasks.validate import check_finite, check_inputs, check_targets
+from nni_dash.tasks.splits import stratified_split
+from nni_dash.tasks.validate import check_classes_in_train, check_finite, check_inputs, check_targets
 
 __all__ = ["load_npz_task", "REQUIRED_KEYS"]
 
@@ -133,8 +136,10 @@ def load_npz_task(*, path: str, kind: str, metric: str | None = None, num_output
             raise DataError(f"{key} has per-sample shape {x.shape[1:]} but x_train has "
                             f"{xs['x_train'].shape[1:]}; all splits need the same channels and spatial size")
     ys = {f"y_{s}": _targets(f"y_{s}", raw[f"y_{s}"], kind=kind, spatial=spatial) for s in splits}
-    if num_outputs is None:
-        num_outputs = _infer_outputs(kind, ys["y_train"])
+    if num_outputs is None:  # classification: the largest label of any split (a class missing from train is
+        num_outputs = _infer_outputs(kind, ys["y_train"])  # then reported as such, not as a label range)
+        if kind == "classification":
+            num_outputs = max([num_outputs] + [int(y.max()) + 1 for y in ys.values() if y.ndim == 1 and y.size])
     elif kind == "segmentation" and num_outputs != 1:
         raise DataError(f"num_outputs is {num_outputs} for a segmentation task; expected 1")
     for split in splits:
@@ -148,10 +153,16 @@ def load_npz_task(*, path: str, kind: str, metric: str | None = None, num_output
         if n_val < 1 or n_val >= n:
             raise DataError(f"x_train has {n} samples: too few to split off val_fraction={val_fraction}; "
                             f"add x_val/y_val to the file")
-        perm = np.random.default_rng(seed).permutation(n)
-        val, train = perm[:n_val], perm[n_val:]
+        rng = np.random.default_rng(seed)
+        if kind == "classification":  # every class with >= 2 samples keeps one on each side
+            train, val = stratified_split(ys["y_train"], val_fraction, rng)
+        else:
+            perm = rng.permutation(n)
+            val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         xs["x_val"], ys["y_val"] = xs["x_train"][val], ys["y_train"][val]
         xs["x_train"], ys["y_train"] = xs["x_train"][train], ys["y_train"][train]
+    if kind == "classification":
+        check_classes_in_train(ys["y_train"], [("y_val", ys["y_val"]), ("y_test", ys["y_test"])])
     return TaskData(name="npz", kind=kind, metric=metric, num_outputs=int(num_outputs),
                     x_train=xs["x_train"], y_train=ys["y_train"], x_val=xs["x_val"], y_val=ys["y_val"],
                     x_test=xs["x_test"], y_test=ys["y_test"],

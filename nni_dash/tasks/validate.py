@@ -17,7 +17,7 @@ from nni_dash.errors import DataError
 from nni_dash.tasks.base import TaskData, check_kind
 
 __all__ = [
-    "validate_task_data", "check_kind", "check_inputs", "check_finite", "check_targets",
+    "validate_task_data", "check_kind", "check_inputs", "check_finite", "check_targets", "check_classes_in_train",
     "expected_y_shape",
 ]
 
@@ -124,3 +124,15 @@ def validate_task_data(data: TaskData) -> None:
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         check_targets(f"y_{split}", y, kind=data.kind, num_outputs=int(data.num_outputs), n=len(x),
                       spatial=x.shape[2:])
+    if data.kind == "classification":
+        check_classes_in_train(data.y_train, [(f"y_{s}", getattr(data, f"y_{s}")) for s in ("val", "test")])
+
+
+def check_classes_in_train(y_train: np.ndarray, others: Sequence[tuple[str, np.ndarray]]) -> None:
+    """A class that occurs in val or test must occur in the train split (a model cannot learn it otherwise)."""
+    seen = set(np.unique(y_train).tolist())
+    for name, y in others:
+        missing = sorted(set(np.unique(y).tolist()) - seen)
+        if missing:
+            raise DataError(f"{name} has class(es) {missing[:5]} that y_train lacks; every class needs training "
+                            f"samples (move some of them into the train split)")
