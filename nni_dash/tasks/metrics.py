@@ -138,12 +138,15 @@ def default_metric(kind: str) -> str:
     return _DEFAULTS[kind]
 
 
-def make_loss(kind: str) -> nn.Module:
-    """Training loss on raw outputs: CE (classification), BCE-with-logits (multilabel, segmentation), MSE."""
+def make_loss(kind: str, *, label_smoothing: float = 0.0) -> nn.Module:
+    """Training loss on raw outputs: CE (classification, optionally label-smoothed), BCE-with-logits
+    (multilabel, segmentation), MSE (dense regression)."""
     losses = {"classification": nn.CrossEntropyLoss, "multilabel": nn.BCEWithLogitsLoss,
               "segmentation": nn.BCEWithLogitsLoss, "dense_regression": nn.MSELoss}
     if kind not in losses:
         raise ConfigError(f"task kind {kind!r} is not one of {', '.join(losses)}")
+    if kind == "classification":
+        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     return losses[kind]()
 
 
