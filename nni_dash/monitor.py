@@ -63,7 +63,15 @@ class EpochRecorder(pl.Callback):
         self.stage, self.sinks, self.evaluate = stage, list(sinks or []), evaluate
         self.records: list[tuple[int, dict[str, float]]] = []
 
+    @staticmethod
+    def is_record_epoch(trainer: pl.Trainer) -> bool:
+        """Record every ``check_val_every_n_epoch``-th epoch (a step budget sets it) and the last one."""
+        epoch, every = trainer.current_epoch + 1, max(1, int(trainer.check_val_every_n_epoch or 1))
+        return epoch % every == 0 or trainer.should_stop or epoch >= (trainer.max_epochs or 0)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.is_record_epoch(trainer):
+            return
         metrics = scalar_metrics(trainer.callback_metrics)
         extra = module_probs(pl_module)
         if self.evaluate is not None:

@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         from nni_dash.cli.stages import COMMANDS, Run, check_inputs
         from nni_dash.monitor import OuterTrialReporter, nni_tensorboard_dir
 
-        from nni_dash.cli.validation import crop_search_space
+        from nni_dash.pipeline.prepare import prepare
         data = load_task(cfg)
-        cfg = crop_search_space(cfg, data, warn=lambda text: print(text, file=sys.stderr, flush=True))
+        cfg, data = prepare(cfg, data, warn=lambda text: print(text, file=sys.stderr, flush=True))
         check_inputs(cfg, data)
         reporter = OuterTrialReporter(parameter_id) if main_process else None  # before any search runs
         out = Path(args.out or Path(os.environ.get("NNI_OUTPUT_DIR", ".")) / "nni_dash")
@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 def _final_metrics(run: Any, result: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     metric = run.data.metric
     if "test_score" in result:
-        final: dict[str, Any] = {"default": float(result["test_score"]), f"test_{metric}": float(result["test_score"]),
-                                 f"val_{metric}": float(result["val_score"])}
+        final: dict[str, Any] = {"default": float(result["test_score"]), f"test_{metric}": float(result["test_score"])}
+        if result.get("val_score") is not None:  # none after a retrain on train+val
+            final[f"val_{metric}"] = float(result["val_score"])
     else:  # the search alone: the supernet's last validation score (else its last training loss)
         last = {row["name"]: float(row["value"]) for row in run.log.rows if row["stage"] == "search"}
         default = last.get(f"val_{metric}", last.get("train_loss", float("nan")))

@@ -8,7 +8,9 @@ Layout of a run's output directory (written by :mod:`nni_dash.cli`)::
     metrics.json          task, metric, test/val score, per-stage results and seconds, tune trials
     metrics.csv           long format: stage, epoch, name, value (per-epoch history + final scores)
     summary.txt           the summary printed at the end
-    search/probs.json     per-layer alpha probabilities (differentiable strategies)
+    preprocess.json       the input standardisation (per-channel mean/std fitted on the train split)
+    search/probs.json     {probs: per-layer alpha probabilities, decision: top probability, margin,
+                          decided} (differentiable strategies)
     search/checkpoints/   last.ckpt of the one-shot module (epoch ends and every trainer.checkpoint_every_n_steps)
     tune/trials.csv       one row per tuning trial; tune/best.json: the tuned hyperparameters
     retrain/checkpoints/  best.ckpt (best validation) and last.ckpt
@@ -162,18 +164,32 @@ def _pretty(value: str) -> str:
 
 
 def format_summary(data: dict[str, Any], sample: dict[str, str] | None) -> str:
-    """Readable end-of-run summary: task, architecture, score and time per stage."""
+    """Readable end-of-run summary: task, architecture (with each layer's top probability and margin),
+    the tuned values and what they were scored on, the test score and the time per stage."""
+    stages = data.get("stages", {})
     lines = [f"task {data.get('task', '?')} ({data.get('metric', '?')}), backbone {data.get('backbone', '?')}"]
     if sample:
-        strategy = data.get("stages", {}).get("search", {}).get("strategy") or data.get("strategy", "?")
-        lines.append(f"architecture ({strategy}, {len(sample)} layers):")
-        lines += [f"  {label:<12} {_pretty(value)}" for label, value in sample.items()]
-    tuned = data.get("stages", {}).get("tune", {}).get("best")
-    if tuned:
-        lines.append("tuned: " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
+        search = stages.get("search", {})
+        strategy = search.get("strategy") or data.get("strategy", "?")
+        steps = f", {search['steps']} steps" if search.get("steps") else ""
+        lines.append(f"architecture ({strategy}{steps}, {len(sample)} layers):")
+        decision = search.get("decision") or {}
+        for label, value in sample.items():
+            d = decision.get(label)
+            extra = "" if not d else (f"   p={d['top']:.3f} ({d['lift']:.1f}x uniform), margin {d['margin']:.3f}"
+                                      + ("" if d["decided"] else "  [within noise]"))
+            lines.append(f"  {label:<12} {_pretty(value):<12}{extra}")
+    tune = stages.get("tune", {})
+    if tune.get("best"):
+        lines.append("tuned: " + ", ".join(f"{k}={v}" for k, v in tune["best"].items())
+                     + (f" (score {tune['best_score']:.4f}: {tune['selected_on']})" if tune.get("selected_on") else ""))
     if "test_score" in data:
-        lines.append(f"test {data.get('metric')}: {data['test_score']:.4f}   (validation {data['val_score']:.4f})")
-    times = [(s, r.get("seconds", 0.0)) for s, r in data.get("stages", {}).items()]
+        retrain = stages.get("retrain", {})
+        val = data.get("val_score")
+        note = f"validation {val:.4f}" if val is not None else "no validation: trained on train+val"
+        tested = f", tested {retrain['tested']}" if retrain.get("tested") else ""
+        lines.append(f"test {data.get('metric')}: {data['test_score']:.4f}   ({note}{tested})")
+    times = [(s, r.get("seconds", 0.0)) for s, r in stages.items()]
     if times:
         lines.append("time: " + ", ".join(f"{s} {t:.1f}s" for s, t in times) + f", total {sum(t for _, t in times):.1f}s")
     return "\n".join(lines)

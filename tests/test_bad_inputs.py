@@ -15,6 +15,7 @@ from nni_dash.cli import main
 TINY = """\
 task: {name: digits}
 backbone: {name: wrn, args: {depth: 10, kernel_sizes: [3, 5], dilations: [1, 2]}}
+budget: {mode: epochs}
 search: {strategy: DASH, epochs: 1, batch_size: 128}
 tune: {max_trials: 1, trial_epochs: 1}
 retrain: {epochs: 1, batch_size: 128}
@@ -24,6 +25,7 @@ trainer: {threads: 1, progress_bar: false}
 NPZ = """\
 task: {name: npz, options: {path: data.npz, kind: classification}}
 backbone: {name: tcn, args: {channels: 4, levels: 1, kernel_sizes: [3], dilations: [1]}}
+budget: {mode: epochs}
 search: {strategy: DASH, epochs: 1, batch_size: 8}
 tune: {enabled: false}
 retrain: {epochs: 1, batch_size: 8}
@@ -68,7 +70,7 @@ CASES = [
     ("backbone-name", ["--set", "backbone.name=vgg"], None, None, "error: backbone.name: unknown value 'vgg'"),
     ("strategy-name", ["--set", "search.strategy=DASHH"], None, None, "allowed: DASH, DARTS, GumbelDARTS"),
     ("tuner-name", ["--set", "tune.tuner=Bogus"], None, None, "error: tune.tuner: unknown value 'Bogus'"),
-    ("optimizer-name", ["--set", "retrain.optimizer=rmsprop"], None, None, "allowed: sgd, adam"),
+    ("optimizer-name", ["--set", "retrain.optimizer=rmsprop"], None, None, "allowed: adamw, adam, sgd"),
     ("nan-policy", ["--set", "trainer.nan_policy=maybe"], None, None, "error: trainer.nan_policy: unknown value"),
     ("nan-skip-darts", ["--set", "trainer.nan_policy=skip", "--set", "search.strategy=DARTS"], None, None,
      "error: trainer.nan_policy='skip': search.strategy 'DARTS' cannot skip"),

@@ -17,9 +17,10 @@ from nni_dash.config import ExperimentConfig
 TINY = """\
 task: {name: digits}
 backbone: {name: wrn, args: {depth: 10, kernel_sizes: [3, 5], dilations: [1, 2]}, retrain_args: {width: 2}}
+budget: {mode: epochs}
 search: {strategy: DASH, epochs: 1, batch_size: 128}
 tune: {max_trials: 2, trial_epochs: 1, trial_batch_fraction: 0.3, early_stop: false}
-retrain: {epochs: 1, batch_size: 128}
+retrain: {epochs: 1, batch_size: 128, refit: false}
 trainer: {threads: 1, log_every_n_steps: 1, progress_bar: false}
 """
 LABELS = {"stem", "s1b1c1", "s1b1c2", "s2b1c1", "s2b1c2", "s3b1c1", "s3b1c2"}  # WRN-10
@@ -58,7 +59,7 @@ def test_run_writes_resolved_config_with_overrides(run_dir, tiny):
 def test_run_exports_architecture_json_and_png(run_dir):
     arch = json.loads((run_dir / "architecture.json").read_text())
     assert set(arch) == LABELS and all(v in {"k3d1", "k3d2", "k5d1", "k5d2"} for v in arch.values())
-    probs = json.loads((run_dir / "search" / "probs.json").read_text())
+    probs = json.loads((run_dir / "search" / "probs.json").read_text())["probs"]
     assert set(probs) == LABELS and all(sum(p.values()) == pytest.approx(1.0, abs=1e-4) for p in probs.values())
     png = (run_dir / "architecture.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -16,14 +16,18 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiment_configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yml")) + sorted(CONFIG_DIR.glob("*.yaml"))
 NNICTL = [p for p in CONFIGS if "trialCommand" in yaml.safe_load(p.read_text())]
 PIPELINES = [p for p in CONFIGS if p not in NNICTL]
-FAKE_TASK = types.SimpleNamespace(in_channels=1, num_outputs=10, kind="classification")
+def fake_task(cfg: ExperimentConfig) -> types.SimpleNamespace:
+    """What check_inputs reads of a task, with the dimensionality of the config's backbone (2-D for auto)."""
+    from nni_dash.backbones import backbone_class
+    ndim = 2 if cfg.backbone.name == "auto" else backbone_class(cfg.backbone.name).ndim
+    return types.SimpleNamespace(in_channels=1, num_outputs=10, kind="classification", ndim=ndim)
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
     cfg = ExperimentConfig().apply_overrides(["search.strategy_args={mode: joint, temperature: [2.0, 0.5]}"])
     cfg.to_yaml(tmp_path / "c.yml")
     assert ExperimentConfig.from_yaml(tmp_path / "c.yml") == cfg
-    assert cfg.tune.search_space["learning_rate"]["_value"] == [0.1, 0.01, 0.001]  # the reference grid
+    assert cfg.tune.search_space["learning_rate"]["_value"] == [3e-3, 1e-3, 3e-4]  # the default grid (tune.py)
 
 
 def test_overrides_are_parsed_as_yaml_and_type_checked():
@@ -42,7 +46,7 @@ def test_overrides_are_parsed_as_yaml_and_type_checked():
 
 @pytest.mark.parametrize("override, pattern", [
     ("search.epochz=3", r"^search\.epochz: unknown key; allowed keys in search: strategy, .*epochs"),
-    ("serch.epochs=3", r"^serch: unknown key; allowed keys: task, backbone"),
+    ("serch.epochs=3", r"^serch: unknown key; allowed keys: task, budget, backbone"),
     ("search.epochs=ten", r"^search\.epochs: expected int, got str 'ten'"),
     ("search.epochs=true", r"^search\.epochs: expected int, got bool"),
     ("retrain.lr_milestones=[1, x]", r"^retrain\.lr_milestones\[1\]: expected int"),
@@ -84,7 +88,7 @@ def test_scientific_floats_and_parse_override():
 def test_pipeline_configs_validate(path):
     from nni_dash.cli.stages import check_inputs
     cfg = ExperimentConfig.from_yaml(path).validate()
-    check_inputs(cfg, FAKE_TASK)  # backbone and strategy arguments are accepted
+    check_inputs(cfg, fake_task(cfg))  # backbone and strategy arguments are accepted
 
 
 def _samples(spec: dict) -> list:
@@ -109,7 +113,7 @@ def test_nnictl_configs_are_valid_and_their_trials_resolve(path):
     for key, spec in nni_cfg.search_space.items():
         for value in _samples(spec):
             cfg = base.apply_overrides({key: value}).validate()
-            check_inputs(cfg, FAKE_TASK)
+            check_inputs(cfg, fake_task(cfg))
 
 
 def test_compare_strategies_covers_every_strategy():

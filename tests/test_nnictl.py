@@ -20,6 +20,7 @@ pytestmark = pytest.mark.nnictl
 TINY = """\
 task: {name: digits}
 backbone: {name: wrn, args: {depth: 10, kernel_sizes: [3, 5], dilations: [1, 2]}}
+budget: {mode: epochs}
 search: {strategy: DASH, epochs: 2, batch_size: 128}
 tune: {max_trials: 1, trial_epochs: 1, trial_batch_fraction: 0.3}
 retrain: {epochs: 2, batch_size: 128}

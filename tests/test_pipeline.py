@@ -31,12 +31,13 @@ def test_tiny_search_and_retrain_beat_trivial_baseline(case):
     task, options, backbone, args, search_epochs, epochs, lr = CASES[case]
     data = create_task(task, **options)
     found = search(data, backbone=backbone, backbone_args=args, strategy="DASH", epochs=search_epochs,
-                   batch_size=32, learning_rate=lr, strategy_args=dict(batch_fraction=0.5))
+                   batch_size=32, optimizer="sgd", learning_rate=lr, weight_decay=5e-4,
+                   strategy_args=dict(batch_fraction=0.5))
     assert set(found.sample) == set(create_backbone(backbone, in_channels=data.in_channels,
                                                     num_outputs=data.num_outputs, head=head_for(data.kind),
                                                     **args).simplify())
     result = retrain(data, found.sample, backbone=backbone, backbone_args=args, epochs=epochs, batch_size=32,
-                     learning_rate=lr)
+                     optimizer="sgd", schedule="constant", learning_rate=lr, weight_decay=5e-4)
     baseline = trivial_baseline_score(data)
     margin = 0.2 if data.kind == "classification" else 0.05 * abs(baseline)
     assert beats(result.test_score, baseline, data.metric, margin), (result.test_score, baseline)

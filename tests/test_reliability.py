@@ -22,6 +22,7 @@ from nni_dash.cli import main
 SEARCH = """\
 task: {name: digits}
 backbone: {name: wrn, args: {depth: 10, kernel_sizes: [3, 5], dilations: [1, 2]}, retrain_args: {width: 1}}
+budget: {mode: epochs}
 search: {strategy: DASH, epochs: 2, batch_size: 32}
 retrain: {epochs: 2, batch_size: 32}
 tune: {enabled: false}
@@ -86,7 +87,7 @@ def uninterrupted(work) -> Path:
 
 def _same_search(a: Path, b: Path) -> None:
     assert json.loads((a / "architecture.json").read_text()) == json.loads((b / "architecture.json").read_text())
-    pa, pb = (json.loads((x / "search" / "probs.json").read_text()) for x in (a, b))
+    pa, pb = (json.loads((x / "search" / "probs.json").read_text())["probs"] for x in (a, b))
     assert set(pa) == set(pb)
     for label in pa:
         assert set(pa[label]) == set(pb[label])
@@ -150,6 +151,7 @@ def test_resume_refuses_a_changed_config_and_bad_folders(work, capsys):
 TINY_NAN = """\
 task: {name: digits}
 backbone: {name: wrn, args: {depth: 10, kernel_sizes: [3, 5], dilations: [1, 2]}}
+budget: {mode: epochs}
 search: {strategy: DASH, epochs: 1, batch_size: 64}
 retrain: {epochs: 1, batch_size: 64}
 tune: {enabled: false}
@@ -197,7 +199,7 @@ def test_nan_loss_exits_3_naming_the_step_and_keeps_the_last_good_checkpoint(tmp
     assert not (tmp_path / "nan").exists()
     if stage == "search":  # resume skipping the bad batches (a harmless key) finishes with finite alphas
         assert main(["search", "cfg.yml", "--resume", "nan", "--set", "trainer.nan_policy=skip"]) == 0
-        probs = json.loads((tmp_path / "nan" / "search" / "probs.json").read_text())
+        probs = json.loads((tmp_path / "nan" / "search" / "probs.json").read_text())["probs"]
         assert all(np.isfinite(p) for dist in probs.values() for p in dist.values())
 
 

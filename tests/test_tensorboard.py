@@ -34,7 +34,8 @@ def test_search_writes_losses_metrics_and_alpha_probabilities(tmp_path, strategy
 
     cfg = ExperimentConfig().apply_overrides({
         "backbone.args": {"depth": 10, "kernel_sizes": [3, 5], "dilations": [1, 2]}, "search.strategy": strategy,
-        "search.epochs": 2, "search.batch_size": 256, "search.strategy_args": {"log_prob_every_n_step": 1},
+        "budget.mode": "epochs", "search.epochs": 2, "search.batch_size": 256,
+        "search.strategy_args": {"log_prob_every_n_step": 1},
         "trainer.log_every_n_steps": 1, "trainer.progress_bar": False}).validate()
     sent = []
     run = Run(cfg, create_task("digits"), tmp_path, tmp_path / "tb", sinks=[lambda *a: sent.append(a)],

@@ -15,11 +15,14 @@ import torch.nn as nn
 from nni.nas.nn.pytorch import ModelSpace, model_context
 
 from nni_dash.errors import ConfigError
+from nni_dash.nn.standardize import set_input_stats
 
-__all__ = ["HEADS", "register_backbone", "create_backbone", "list_backbones", "rebuild", "default_sample",
-           "backbone_class"]
+__all__ = ["HEADS", "AUTO_BACKBONES", "register_backbone", "create_backbone", "list_backbones", "rebuild",
+           "default_sample", "backbone_class", "resolve_backbone"]
 
 HEADS = ("classification", "dense")
+#: ``backbone.name: auto``: the DASH backbone of the data's dimensionality
+AUTO_BACKBONES = {1: "resnet1d", 2: "wrn"}
 _REGISTRY: dict[str, type[ModelSpace]] = {}
 
 
@@ -43,15 +46,34 @@ def backbone_class(name: str) -> type[ModelSpace]:
     return _REGISTRY[name]
 
 
-def create_backbone(name: str, **kwargs: Any) -> ModelSpace:
-    """Build the model space of backbone ``name`` (keyword arguments as the backbone's class)."""
+def resolve_backbone(name: str, ndim: int) -> str:
+    """``"auto"`` -> the backbone for ``ndim``-D inputs; a named backbone must match ``ndim`` (one-line error)."""
+    if name == "auto":
+        if ndim not in AUTO_BACKBONES:
+            raise ConfigError(f"backbone.name=auto: no backbone for {ndim}-D inputs; inputs must be (N, C, L) or "
+                              f"(N, C, H, W)")
+        return AUTO_BACKBONES[ndim]
+    want = getattr(backbone_class(name), "ndim", None)
+    if want is not None and want != ndim:
+        fits = ", ".join(n for n in list_backbones() if getattr(_REGISTRY[n], "ndim", None) == ndim)
+        raise ConfigError(f"backbone.name={name!r}: a {want}-D backbone, but the task's inputs are {ndim}-D; "
+                          f"allowed for this data: auto, {fits}")
+    return name
+
+
+def create_backbone(name: str, *, input_stats: Any = None, **kwargs: Any) -> ModelSpace:
+    """Build the model space of backbone ``name`` (keyword arguments as the backbone's class).
+
+    ``input_stats``: ``(mean, std)`` per input channel for the input standardisation layer (None: identity).
+    """
     cls = backbone_class(name)
     try:
-        return cls(**kwargs)
+        space = cls(**kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:  # bad keyword / bad value of a layer (one line, names the argument)
         raise ConfigError(f"backbone.{name}: {' '.join(str(err).split())}") from None
+    return set_input_stats(space, input_stats)
 
 
 def default_sample(name: str, **kwargs: Any) -> dict[str, str]:
@@ -59,10 +81,11 @@ def default_sample(name: str, **kwargs: Any) -> dict[str, str]:
     return create_backbone(name, **kwargs).default_sample()
 
 
-def rebuild(name: str, sample: dict[str, str], **kwargs: Any) -> nn.Module:
+def rebuild(name: str, sample: dict[str, str], *, input_stats: Any = None, **kwargs: Any) -> nn.Module:
     """A plain network of backbone ``name`` with the architecture ``sample`` and fresh weights.
 
-    ``kwargs`` may differ from the searched space (e.g. ``width``), as long as labels agree.
+    ``kwargs`` may differ from the searched space (e.g. ``width``), as long as labels agree;
+    ``input_stats`` as in :func:`create_backbone`.
     """
     cls = backbone_class(name)
     space = create_backbone(name, **kwargs)  # validates the sample against this space's labels/values
@@ -74,4 +97,4 @@ def rebuild(name: str, sample: dict[str, str], **kwargs: Any) -> nn.Module:
             raise ConfigError(f"architecture.{label}={sample[label]!r}: not a candidate; allowed: "
                               f"{', '.join(mutable.values)}")
     with model_context(sample):
-        return cls(**kwargs)
+        return set_input_stats(cls(**kwargs), input_stats)

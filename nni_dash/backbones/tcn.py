@@ -15,7 +15,7 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni_dash.backbones._common import Head, nearest_candidate
 from nni_dash.backbones._registry import HEADS, register_backbone
 from nni_dash.errors import ConfigError
-from nni_dash.nn import DashConv1d
+from nni_dash.nn import DashConv1d, InputStandardize
 
 __all__ = ["TCN"]
 
@@ -36,6 +36,8 @@ class _TemporalBlock(nn.Module):
 class TCN(ModelSpace):
     """TCN with ``levels`` temporal blocks of ``channels * width`` channels (see module docstring)."""
 
+    ndim = 1
+
     def __init__(self, *, in_channels: int, num_outputs: int, channels: int = 32, width: int = 1, levels: int = 4,
                  head: str = "classification", causal: bool = True, dropout: float = 0.0,
                  kernel_sizes: Sequence[int] = (3, 5, 7), dilations: Sequence[int] = (1, 2, 4, 8)) -> None:
@@ -44,6 +46,7 @@ class TCN(ModelSpace):
             raise ConfigError(f"backbone.head={head!r}: allowed values are {', '.join(HEADS)}")
         if levels < 1:
             raise ConfigError(f"backbone.levels={levels}: must be a positive int")
+        self.input_norm = InputStandardize(in_channels)
         c = channels * width
         padding = "causal" if causal else "same"
         dash = dict(kernel_sizes=kernel_sizes, dilations=dilations)
@@ -52,7 +55,7 @@ class TCN(ModelSpace):
         self.head = Head(c, num_outputs, kind=head, ndim=1, norm=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(x))
+        return self.head(self.blocks(self.input_norm(x)))
 
     def default_sample(self) -> dict[str, str]:
         return {label: nearest_candidate(3, 2 ** (int(label[1:label.index("c")]) - 1), m.values)

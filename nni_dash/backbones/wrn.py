@@ -17,7 +17,7 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni_dash.backbones._common import Head, nearest_candidate
 from nni_dash.backbones._registry import HEADS, register_backbone
 from nni_dash.errors import ConfigError
-from nni_dash.nn import DashConv2d
+from nni_dash.nn import DashConv2d, InputStandardize
 
 __all__ = ["WideResNet"]
 
@@ -43,6 +43,8 @@ class _Block(nn.Module):
 class WideResNet(ModelSpace):
     """WRN-``depth``-``width`` with DashConv2d layers (see module docstring)."""
 
+    ndim = 2
+
     def __init__(self, *, in_channels: int, num_outputs: int, depth: int = 16, width: int = 1,
                  head: str = "classification", dropout: float = 0.0, kernel_sizes: Sequence[int] = (3, 5, 7, 9),
                  dilations: Sequence[int] = (1, 3, 7, 15)) -> None:
@@ -53,6 +55,7 @@ class WideResNet(ModelSpace):
             raise ConfigError(f"backbone.width={width}: must be a positive int")
         if head not in HEADS:
             raise ConfigError(f"backbone.head={head!r}: allowed values are {', '.join(HEADS)}")
+        self.input_norm = InputStandardize(in_channels)
         dash = dict(kernel_sizes=kernel_sizes, dilations=dilations)
         widths = [16, 16 * width, 32 * width, 64 * width]
         self.stem = DashConv2d(in_channels, widths[0], label="stem", **dash)
@@ -66,7 +69,7 @@ class WideResNet(ModelSpace):
         self.head = Head(c_in, num_outputs, kind=head, ndim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
+        return self.head(self.blocks(self.stem(self.input_norm(x))))
 
     def default_sample(self) -> dict[str, str]:
         """All 3x3 undilated convs (the hand-designed WRN)."""

@@ -46,8 +46,8 @@ from typing import Iterator
 
 from nni_dash.errors import ConfigError, DashError
 
-__all__ = ["main", "build_parser", "load_config", "staged_output", "is_main_process", "load_task",
-           "RESUME_HARMLESS_KEYS"]
+__all__ = ["main", "build_parser", "budget_overrides", "load_config", "staged_output", "is_main_process",
+           "load_task", "RESUME_HARMLESS_KEYS"]
 
 # keys that may differ between the saved config of an interrupted run and the one resuming it
 RESUME_HARMLESS_KEYS = ("trainer.progress_bar", "trainer.threads", "trainer.log_every_n_steps",
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
                        help="override a config value (YAML-parsed), repeatable: --set search.epochs=3")
         p.add_argument("--out", help="output folder (default runs/<config>-<command>-<time>)")
+        p.add_argument("--budget", metavar="TIME", help="wall-clock limit of the whole run (90s, 10m, 1.5h), or auto "
+                       "(the default: steps from the data size) or epochs (the stages' epochs settings)")
         if name in ("tune", "retrain"):
             p.add_argument("--arch", help="architecture JSON, or a search output folder (its tuned hparams too)")
         p.add_argument("--force", action="store_true", help="replace an existing --out folder")
@@ -165,7 +167,17 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Path | None, dict | None, 
     return target, base, sample, tuned
 
 
+def budget_overrides(text: str | None) -> list[str]:
+    """``--budget`` as ``--set`` overrides (``budget.mode``, ``budget.minutes``)."""
+    if text is None:
+        return []
+    from nni_dash.budget import parse_budget
+    values = parse_budget(text)
+    return [f"budget.mode={values['mode']}", f"budget.minutes={'null' if values['minutes'] is None else values['minutes']}"]
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
     _quiet(args.verbose)
     from nni_dash.checkpoint import Interrupted, install_sigint_handler, interrupt_requested
@@ -175,16 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     main_process = is_main_process()
     try:
         from nni_dash.cli.resume import load_run_config, resume_hint
+        args.overrides = [*args.overrides, *budget_overrides(args.budget)]
         cfg = load_run_config(args)
         target, base, sample, tuned = _resolve(args)
         work = target.with_name(target.name + ".incomplete")
         import nni_dash  # noqa: F401  (NNI compatibility fixes)
-        from nni_dash.cli.stages import COMMANDS, Run, check_inputs
-        from nni_dash.cli.validation import crop_search_space
+        from nni_dash.budget import Budget
+        from nni_dash.cli.stages import COMMANDS, Run, active_stages, check_inputs
+        from nni_dash.pipeline.prepare import prepare
 
         data = load_task(cfg)
-        cfg = crop_search_space(cfg, data, warn=lambda text: print(text, file=sys.stderr))
+        cfg, data = prepare(cfg, data, warn=lambda text: print(text, file=sys.stderr))
         check_inputs(cfg, data, sample)
+        Budget(cfg.budget.mode, cfg.budget.minutes).check(active_stages(cfg, COMMANDS[args.command]))
         if args.resume:
             from nni_dash.cli.resume import check_same_config
             check_same_config(cfg, work)
@@ -199,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 from nni_dash.report import write_json
                 write_json(work / "resume.json", {"command": args.command, "sample": sample, "tuned": tuned})
             run = Run(cfg, data, work, work / "tensorboard", main=main_process, sample=sample, tuned=tuned,
-                      echo=print if main_process else (lambda text: None), resume=bool(args.resume))
+                      echo=print if main_process else (lambda text: None), resume=bool(args.resume), started=started)
             run.run(COMMANDS[args.command])
     except DashError as err:
         message = " ".join(str(err).split())

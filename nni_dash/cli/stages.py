@@ -18,7 +18,7 @@ from nni_dash.errors import ConfigError
 from nni_dash.monitor import EpochRecorder, tensorboard_logger
 from nni_dash.report import MetricsLog, format_summary, plot_architecture, read_architecture, write_json
 
-__all__ = ["STAGES", "COMMANDS", "Run", "check_inputs", "load_architecture_source"]
+__all__ = ["STAGES", "COMMANDS", "Run", "active_stages", "check_inputs", "load_architecture_source"]
 
 STAGES = ("search", "tune", "retrain")
 COMMANDS = {"search": ("search",), "tune": ("tune",), "retrain": ("retrain",), "run": STAGES}
@@ -26,12 +26,13 @@ COMMANDS = {"search": ("search",), "tune": ("tune",), "retrain": ("retrain",), "
 
 def check_inputs(cfg: ExperimentConfig, data: Any, sample: dict[str, str] | None = None) -> None:
     """Fail early (before any output exists) on backbone/strategy arguments and a foreign architecture."""
-    from nni_dash.backbones import create_backbone
+    from nni_dash.backbones import create_backbone, resolve_backbone
     from nni_dash.pipeline import head_for, make_strategy
 
+    name = resolve_backbone(cfg.backbone.name, data.ndim)
     common = dict(in_channels=data.in_channels, num_outputs=data.num_outputs, head=head_for(data.kind))
-    space = create_backbone(cfg.backbone.name, **common, **cfg.backbone.args)
-    create_backbone(cfg.backbone.name, **common, **{**cfg.backbone.args, **cfg.backbone.retrain_args})
+    space = create_backbone(name, **common, **cfg.backbone.args)
+    create_backbone(name, **common, **{**cfg.backbone.args, **cfg.backbone.retrain_args})
     if cfg.search.strategy != "none":
         make_strategy(cfg.search.strategy, **cfg.search.strategy_args)
         if not space.simplify():
@@ -77,14 +78,22 @@ class Run:
     probs: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     tuned: dict[str, Any] | None = None
     resume: bool = False             # continue an interrupted run: keep finished stages, resume from last.ckpt
+    started: float | None = None     # time.monotonic() when the run began (the budget counts from it)
 
     def __post_init__(self) -> None:
+        from nni_dash.backbones import resolve_backbone
+        from nni_dash.budget import Budget
+        if self.cfg.backbone.name == "auto":  # (the CLI resolves it in nni_dash.pipeline.prepare)
+            self.cfg = dataclasses.replace(self.cfg, backbone=dataclasses.replace(
+                self.cfg.backbone, name=resolve_backbone("auto", self.data.ndim)))
+        self.budget = Budget(self.cfg.budget.mode, self.cfg.budget.minutes, started=self.started)
+        self._todo: list[str] = []
         self.log = MetricsLog.load(self.folder)
         self.log.data.update(task=self.data.name, metric=self.data.metric, backbone=self.cfg.backbone.name)
         if self.sample is None and (self.folder / "architecture.json").is_file():
             self.sample = read_architecture(self.folder / "architecture.json")
         if (self.folder / "search" / "probs.json").is_file():
-            self.probs = json.loads((self.folder / "search" / "probs.json").read_text())
+            self.probs = json.loads((self.folder / "search" / "probs.json").read_text()).get("probs", {})
         if self.tuned is None and (self.folder / "tune" / "best.json").is_file():
             self.tuned = json.loads((self.folder / "tune" / "best.json").read_text())
 
@@ -133,6 +142,10 @@ class Run:
             self._clear(stages)
         if self.main:
             self.cfg.to_yaml(self.folder / "config.yml")
+            from nni_dash.pipeline.prepare import standardization_record
+            write_json(self.folder / "preprocess.json", standardization_record(self.data))
+        self._todo = active_stages(self.cfg, stages)
+        self.echo(self.budget.describe())
         for stage in stages:
             if self.resume and stage in self.log.data["stages"]:
                 self.echo(f"{stage}: finished before the interruption; kept")
@@ -143,8 +156,44 @@ class Run:
             if stage != "search" and self.sample is None:
                 raise ConfigError(f"{stage}: needs an architecture; pass --arch ARCH.json or a search output folder")
             getattr(self, f"_{stage}")()
+            if stage in self._todo:
+                self._todo.remove(stage)
             self.save()
         return self.log.data
+
+    def _left(self, stage: str) -> list[str]:
+        return [stage] + [s for s in self._todo if s != stage]
+
+    def _steps(self, stage: str, n: int, batch_size: int, rule: str | None = None) -> Any:
+        """The stage's StepBudget (None in epochs mode)."""
+        if not self.budget.steps_based:
+            return None
+        return self.budget.stage(stage, n=n, batch_size=batch_size, remaining_stages=self._left(stage), rule=rule)
+
+    def _space(self, args: dict[str, Any]) -> Any:
+        from nni_dash.backbones import create_backbone
+        from nni_dash.pipeline import head_for
+        return create_backbone(self.cfg.backbone.name, in_channels=self.data.in_channels,
+                               num_outputs=self.data.num_outputs, head=head_for(self.data.kind), **args)
+
+    def searched(self) -> bool:
+        """Whether the architecture came from a search (not the backbone's own kernels)."""
+        strategy = self.log.data.get("stages", {}).get("search", {}).get("strategy")
+        return self.sample is not None and strategy not in (None, "none")
+
+    def retrain_sample(self) -> dict[str, str]:
+        """The architecture the retrain trains: the search's, or the backbone's when tuning kept it."""
+        if (self.tuned or {}).get("architecture") == "backbone":
+            return self._space(self.retrain_args).default_sample()
+        return dict(self.sample or {})
+
+    def _recipe(self) -> dict[str, Any]:
+        """The retrain recipe every trial and the final retrain share (tuned values replace some)."""
+        r = self.cfg.retrain
+        return dict(optimizer=r.optimizer, learning_rate=r.learning_rate, momentum=r.momentum,
+                    weight_decay=r.weight_decay, dropout=r.dropout, label_smoothing=r.label_smoothing,
+                    schedule=r.schedule, warmup_fraction=r.warmup_fraction, lr_milestones=r.lr_milestones,
+                    lr_gamma=r.lr_gamma)
 
     def save(self) -> None:
         if self.main:
@@ -156,84 +205,147 @@ class Run:
 
     # ---- stages -----------------------------------------------------------------------------------
     def _search(self) -> None:
-        from nni_dash.backbones import create_backbone
-        from nni_dash.pipeline import head_for, search
+        from nni_dash.budget import auto_batch_size
+        from nni_dash.pipeline import search
 
-        s = self.cfg.search
-        self.echo(f"search: {s.strategy} on {self.data.name}, {s.epochs} epoch(s)")
+        s, r = self.cfg.search, self.cfg.retrain
+        n = len(self.data.x_train)
+        batch_size = s.batch_size or auto_batch_size(n)
+        steps = self._steps("search", n, batch_size) if s.strategy != "none" else None
+        length = f"{s.epochs} epoch(s)" if steps is None else f"{steps.wanted} steps" + (
+            f" (or until {steps.deadline - self.budget.started:.0f} s)" if steps.deadline else "")
+        self.echo(f"search: {s.strategy} on {self.data.name}, {length}, batch {batch_size}")
         callbacks = [self._recorder("search", score_supernet=True), self._checkpoint("search")]
         result = search(self.data, backbone_args=self.cfg.backbone.args, strategy=s.strategy,
                         ckpt_path=self._resume_path("search"), nan_policy=self.cfg.trainer.nan_policy,
-                        strategy_args=s.strategy_args, epochs=s.epochs, batch_size=s.batch_size,
-                        learning_rate=s.learning_rate, momentum=s.momentum, weight_decay=s.weight_decay,
+                        strategy_args=s.strategy_args, epochs=s.epochs, steps=steps, batch_size=batch_size,
+                        optimizer=s.optimizer, learning_rate=s.learning_rate, momentum=s.momentum,
+                        weight_decay=s.weight_decay, label_smoothing=r.label_smoothing,
+                        schedule="cosine" if (steps is not None and r.schedule == "cosine") else "constant",
+                        warmup_fraction=r.warmup_fraction,
                         callbacks=callbacks, logger=tensorboard_logger(self.tb_root, "search"),
                         enable_progress_bar=self.cfg.trainer.progress_bar, **self._common())
         self.sample, self.probs, self.tuned = dict(result.sample), result.probs, None
-        self.log.stage("search", {"strategy": result.strategy, "epochs": result.epochs, "seconds": result.seconds,
+        from nni_dash.strategy.decision import MIN_LIFT, undecided
+        noisy = undecided(self.probs)
+        if noisy:
+            self.echo(f"warning: search: the choice of {len(noisy)}/{len(self.probs)} layer(s) is within noise "
+                      f"({', '.join(noisy)}: top probability under {MIN_LIFT:g}x uniform or within 10% of the "
+                      f"runner-up); a longer search (--budget) would decide them")
+        from nni_dash.strategy.decision import decisions as _decisions
+        self.log.stage("search", {"strategy": result.strategy, "epochs": result.epochs, "steps": result.steps,
+                                  "decision": _decisions(self.probs),
+                                  "batch_size": batch_size, "budget": result.budget, "seconds": result.seconds,
                                   "architecture": self.sample})
         if not self.main:
             return
         write_json(self.folder / "architecture.json", self.sample)
-        write_json(self.folder / "search" / "probs.json", self.probs)
-        space = create_backbone(self.cfg.backbone.name, in_channels=self.data.in_channels,
-                                num_outputs=self.data.num_outputs, head=head_for(self.data.kind),
-                                **self.cfg.backbone.args)
-        candidates = {label: list(m.values) for label, m in space.simplify().items()}
+        from nni_dash.strategy.decision import decisions
+        write_json(self.folder / "search" / "probs.json", {"probs": self.probs, "decision": decisions(self.probs)})
+        candidates = {label: list(m.values) for label, m in self._space(self.cfg.backbone.args).simplify().items()}
         plot_architecture(self.folder / "architecture.png", self.sample, self.probs, candidates,
                           title=f"{self.cfg.backbone.name} on {self.data.name}: {result.strategy}")
 
     def _tune(self) -> None:
         from nni_dash.pipeline import tune
 
-        t = self.cfg.tune
-        self.echo(f"tune: {t.tuner}, up to {t.max_trials} trial(s) of {t.trial_epochs} epoch(s)")
+        from nni_dash.budget import auto_batch_size, auto_steps
+        from nni_dash.pipeline.tune import auto_folds
+        t, r = self.cfg.tune, self.cfg.retrain
+        folds = t.folds or auto_folds(self.data)
+        n = len(self.data.x_train) if folds == 1 else (len(self.data.x_train) + len(self.data.x_val)) * (folds - 1) // folds
+        batch_size = r.batch_size or auto_batch_size(n)
+        trial_steps = auto_steps("trial", n, batch_size) if self.budget.steps_based else None
+        deadline = self.budget.deadline("tune", self._left("tune"))
+        length = f"{t.trial_epochs} epoch(s)" if trial_steps is None else f"{trial_steps} steps"
+        where = "the val split" if folds == 1 else f"{folds}-fold cross-validation over train+val"
+        self.echo(f"tune: {t.tuner}, up to {t.max_trials} trial(s) of {length} each, scored on {where}"
+                  + (f", until {deadline - self.budget.started:.0f} s" if deadline else ""))
         tb = tensorboard_logger(self.tb_root, "tune") if self.main else None
 
         def on_trial(index: int, params: dict[str, Any], score: float) -> None:
             self.echo(f"  trial {index}: {params} -> val {self.data.metric} {score:.4f}")
-            metrics = {"tune/score": float(score), **{f"tune/{k}": float(v) for k, v in params.items()}}
+            numeric = {k: float(v) for k, v in params.items() if isinstance(v, (int, float))}
+            if "architecture" in params:  # searched (0) or backbone (1) kernels
+                numeric["backbone_kernels"] = float(params["architecture"] == "backbone")
             if tb is not None:
-                tb.log_metrics(metrics, step=index)
+                tb.log_metrics({"tune/score": float(score), **{f"tune/{k}": v for k, v in numeric.items()}}, step=index)
             for sink in [self.log.sink, *self.sinks]:
-                sink("tune", index, {f"val_{self.data.metric}": float(score), **{k: float(v) for k, v in params.items()}})
+                sink("tune", index, {f"val_{self.data.metric}": float(score), **numeric})
 
-        result = tune(self.data, self.sample, backbone_args=self.retrain_args, search_space=t.search_space,
-                      tuner=t.tuner, max_trials=t.max_trials, trial_epochs=t.trial_epochs,
-                      trial_batch_fraction=t.trial_batch_fraction, batch_size=self.cfg.retrain.batch_size,
-                      early_stop=t.early_stop, on_trial=on_trial, **self._common())
+        candidates: Any = self.sample
+        if t.compare_backbone and self.searched():
+            backbone_sample = self._space(self.retrain_args).default_sample()
+            if backbone_sample != self.sample:
+                candidates = {"searched": self.sample, "backbone": backbone_sample}
+        result = tune(self.data, candidates, backbone_args=self.retrain_args, search_space=t.search_space,
+                      tuner=t.tuner, max_trials=t.max_trials, trial_epochs=t.trial_epochs, trial_steps=trial_steps,
+                      deadline=deadline, folds=folds, trial_batch_fraction=t.trial_batch_fraction,
+                      batch_size=batch_size, early_stop=t.early_stop, recipe=self._recipe(), on_trial=on_trial,
+                      **self._common())
         if tb is not None:
             tb.finalize("success")
         self.tuned = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in result.best.items()}
+        if isinstance(candidates, dict) and "searched" in candidates:
+            self.echo(f"tune: kept the {self.tuned.get('architecture')} architecture ({result.selected_on})")
         self.log.stage("tune", {"tuner": t.tuner, "best": self.tuned, "best_score": result.best_score,
+                                "selected_on": result.selected_on, "folds": result.folds,
+                                "trial_steps": trial_steps, "batch_size": batch_size,
                                 "trials": result.trials, "seconds": result.seconds})
         if self.main:
             write_json(self.folder / "tune" / "best.json", self.tuned)
+            write_json(self.folder / "tune" / "architecture.json", self.retrain_sample())
             with open(self.folder / "tune" / "trials.csv", "w", newline="") as f:
                 keys = sorted({k for trial in result.trials for k in trial["params"]})
                 writer = csv.writer(f)
-                writer.writerow(["trial", *keys, "score"])
+                writer.writerow(["trial", *keys, "score", "loss"])
                 for i, trial in enumerate(result.trials):
-                    writer.writerow([i, *[trial["params"].get(k, "") for k in keys], trial["score"]])
+                    writer.writerow([i, *[trial["params"].get(k, "") for k in keys], trial["score"], trial.get("loss")])
 
     def _retrain(self) -> None:
         from nni_dash.pipeline import retrain
 
+        from nni_dash.budget import auto_batch_size
+        from nni_dash.tasks.splits import refit_view
         r = self.cfg.retrain
-        hp = dict(learning_rate=r.learning_rate, momentum=r.momentum, weight_decay=r.weight_decay, dropout=r.dropout)
+        recipe = self._recipe()
         source = "tuned" if self.tuned else "config"
-        hp.update({k: float(v) for k, v in (self.tuned or {}).items() if k in hp})
-        self.echo(f"retrain: {r.epochs} epoch(s) from scratch, {source} hparams {hp}")
-        result = retrain(self.data, self.sample, backbone_args=self.retrain_args, epochs=r.epochs,
-                         batch_size=r.batch_size, optimizer=r.optimizer, lr_milestones=r.lr_milestones,
-                         lr_gamma=r.lr_gamma, select_best=r.select_best,
+        recipe.update({k: float(v) for k, v in (self.tuned or {}).items() if k in recipe})
+        if (self.tuned or {}).get("architecture") == "backbone":
+            source += ", the backbone's kernels (scored better than the searched ones)"
+        data = refit_view(self.data) if r.refit else self.data
+        n = len(data.x_train)
+        batch_size = r.batch_size or auto_batch_size(n)
+        steps = self._steps("retrain", n, batch_size)
+        length = f"{r.epochs} epoch(s)" if steps is None else f"{steps.wanted} steps"
+        on = "train+val" if r.refit else "train"
+        hp = {k: recipe[k] for k in ("learning_rate", "momentum", "weight_decay", "dropout")}
+        self.echo(f"retrain: {length} from scratch on {on} ({n} samples, batch {batch_size}), {source} hparams {hp}")
+        sample = self.retrain_sample()
+        result = retrain(data, sample, backbone_args=self.retrain_args, epochs=r.epochs, steps=steps,
+                         batch_size=batch_size, select_best=r.select_best and not r.refit, validate=not r.refit,
                          ckpt_dir=str(self.folder / "retrain" / "checkpoints"), ckpt_path=self._resume_path("retrain"),
                          checkpoint_every_n_steps=self.cfg.trainer.checkpoint_every_n_steps,
                          nan_policy=self.cfg.trainer.nan_policy,
                          callbacks=[self._recorder("retrain")], logger=tensorboard_logger(self.tb_root, "retrain"),
-                         enable_progress_bar=self.cfg.trainer.progress_bar, **hp, **self._common())
+                         enable_progress_bar=self.cfg.trainer.progress_bar, **recipe, **self._common())
+        tested = ("the last step (trained on train+val)" if r.refit else
+                  "the best-validation epoch" if r.select_best else "the last step")
         self.log.stage("retrain", {"hparams": result.hparams, "hparams_source": source, "epochs": result.epochs,
+                                   "architecture": sample,
+                                   "steps": result.steps, "batch_size": batch_size, "trained_on": on,
+                                   "budget": result.budget, "tested": tested,
                                    "num_parameters": result.num_parameters, "test_score": result.test_score,
                                    "val_score": result.val_score, "seconds": result.seconds})
         self.log.data.update(test_score=result.test_score, val_score=result.val_score)
         self.log.final(f"test_{result.metric}", result.test_score)
-        self.log.final(f"val_{result.metric}", result.val_score)
+        if result.val_score is not None:
+            self.log.final(f"val_{result.metric}", result.val_score)
+
+
+def active_stages(cfg: ExperimentConfig, stages: tuple[str, ...]) -> list[str]:
+    """The stages of ``stages`` that will train (a disabled tune and a ``none`` search do not)."""
+    skip = {"tune"} if not cfg.tune.enabled else set()
+    if cfg.search.strategy == "none":
+        skip.add("search")
+    return [s for s in stages if s not in skip]

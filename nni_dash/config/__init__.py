@@ -27,7 +27,7 @@ from nni_dash.config._typed import (
 )
 from nni_dash.errors import ConfigError
 
-__all__ = ["TaskConfig", "BackboneConfig", "SearchConfig", "TuneConfig", "RetrainConfig", "TrainerConfig",
+__all__ = ["TaskConfig", "BudgetConfig", "BackboneConfig", "SearchConfig", "TuneConfig", "RetrainConfig", "TrainerConfig",
            "ExperimentConfig", "parse_override", "yaml_load", "RESERVED_TRAINER_KEYS"]
 
 # Trainer arguments the pipeline sets itself (trainer.extra may not override them).
@@ -39,11 +39,18 @@ RESERVED_TRAINER_KEYS = ("max_epochs", "logger", "enable_progress_bar", "enable_
 class TaskConfig:
     name: str = "digits"                                             # nni_dash.tasks.list_tasks()
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # builder options (seed, path, ...)
+    standardize: bool = True                                         # per-channel, fitted on the train split
+
+
+@dataclasses.dataclass
+class BudgetConfig:
+    mode: str = "auto"                                               # auto | time | epochs (nni_dash.budget)
+    minutes: Optional[float] = None                                  # time: limit of the whole run
 
 
 @dataclasses.dataclass
 class BackboneConfig:
-    name: str = "wrn"                                                # nni_dash.backbones.list_backbones()
+    name: str = "auto"                                               # auto (1-D: resnet1d, 2-D: wrn) or a backbone
     args: dict[str, Any] = dataclasses.field(default_factory=dict)   # search space (depth, width, kernel_sizes, ...)
     retrain_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides for tune/retrain (width: 4)
 
@@ -52,41 +59,48 @@ class BackboneConfig:
 class SearchConfig:
     strategy: str = "DASH"                                           # nni_dash.pipeline.STRATEGIES
     strategy_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # strategy constructor kwargs
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 0.1                                       # weights: SGD-Nesterov
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    epochs: int = 10                                                 # budget.mode epochs only
+    batch_size: Optional[int] = None                                 # None: nni_dash.budget.auto_batch_size
+    optimizer: str = "adamw"                                         # weights: adamw | adam | sgd (Nesterov)
+    learning_rate: float = 1e-3
+    momentum: float = 0.9                                            # sgd only
+    weight_decay: float = 1e-2
 
 
-def _reference_grid() -> dict[str, Any]:
-    from nni_dash.pipeline.tune import REFERENCE_GRID
-    return copy.deepcopy(REFERENCE_GRID)
+def _default_grid() -> dict[str, Any]:
+    from nni_dash.pipeline.tune import DEFAULT_GRID
+    return copy.deepcopy(DEFAULT_GRID)
 
 
 @dataclasses.dataclass
 class TuneConfig:
     enabled: bool = True
     tuner: str = "GridSearch"                                        # nni_dash.pipeline.TUNERS
-    search_space: dict[str, Any] = dataclasses.field(default_factory=_reference_grid)  # NNI HPO format
+    search_space: dict[str, Any] = dataclasses.field(default_factory=_default_grid)  # NNI HPO format
     max_trials: int = 24
-    trial_epochs: int = 3
+    folds: Optional[int] = None                                      # None: cross-validate small sets (tune.py)
+    trial_epochs: int = 3                                            # budget.mode epochs only
     trial_batch_fraction: float = 1.0
     early_stop: bool = True                                          # GridSearch: skip smaller lrs (reference)
+    compare_backbone: bool = True                                    # also score the backbone's own kernels
 
 
 @dataclasses.dataclass
 class RetrainConfig:
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 0.1                                       # tuned values replace these four
+    epochs: int = 20                                                 # budget.mode epochs only
+    batch_size: Optional[int] = None                                 # None: nni_dash.budget.auto_batch_size
+    learning_rate: float = 1e-3                                      # tuned values replace these four
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float = 1e-2
     dropout: float = 0.0
-    optimizer: str = "sgd"                                           # sgd | adam
+    optimizer: str = "adamw"                                         # adamw | adam | sgd (Nesterov)
+    label_smoothing: float = 0.1                                     # classification (search too)
+    schedule: str = "cosine"                                         # cosine | constant | step (lr_milestones)
+    warmup_fraction: float = 0.05                                    # cosine: linear warm-up share of the steps
     lr_milestones: list[int] = dataclasses.field(default_factory=list)
     lr_gamma: float = 0.2
-    select_best: bool = False                                        # test the best-validation epoch
+    refit: bool = True                                               # train on train+val, test the last step
+    select_best: bool = False                                        # refit false: test the best-val epoch
 
 
 @dataclasses.dataclass
@@ -111,6 +125,7 @@ class TrainerConfig:
 @dataclasses.dataclass
 class ExperimentConfig:
     task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    budget: BudgetConfig = dataclasses.field(default_factory=BudgetConfig)
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
@@ -160,14 +175,30 @@ class ExperimentConfig:
         from nni_dash.pipeline import STRATEGIES, TUNERS
         from nni_dash.tasks import list_tasks
 
+        from nni_dash.budget import MODES, Budget
+        from nni_dash.evaluator import SCHEDULES
         one_of("task.name", self.task.name, list_tasks())
-        one_of("backbone.name", self.backbone.name, list_backbones())
+        one_of("backbone.name", self.backbone.name, ["auto", *list_backbones()])
+        one_of("budget.mode", self.budget.mode, MODES)
+        if self.budget.minutes is not None:
+            check_range("budget.minutes", self.budget.minutes, low=0, strict=True)
+            if self.budget.mode != "time":
+                raise ConfigError(f"budget.minutes={self.budget.minutes!r}: only used with budget.mode=time; "
+                                  f"set budget.mode: time (or --budget {self.budget.minutes:g}m)")
+        Budget(self.budget.mode, self.budget.minutes)  # mode time without minutes
+        one_of("search.optimizer", self.search.optimizer, OPTIMIZERS)
+        one_of("retrain.schedule", self.retrain.schedule, SCHEDULES)
         one_of("search.strategy", self.search.strategy, STRATEGIES)
         one_of("tune.tuner", self.tune.tuner, TUNERS)
         one_of("retrain.optimizer", self.retrain.optimizer, OPTIMIZERS)
-        for key in ("search.epochs", "search.batch_size", "tune.max_trials", "tune.trial_epochs",
-                    "retrain.epochs", "retrain.batch_size", "trainer.log_every_n_steps"):
+        for key in ("search.epochs", "tune.max_trials", "tune.trial_epochs", "retrain.epochs",
+                    "trainer.log_every_n_steps"):
             check_range(key, self._get(key), low=1)
+        for key in ("search.batch_size", "retrain.batch_size", "tune.folds"):
+            if self._get(key) is not None:
+                check_range(key, self._get(key), low=1)
+        check_range("retrain.label_smoothing", self.retrain.label_smoothing, low=0, high=1, strict_high=True)
+        check_range("retrain.warmup_fraction", self.retrain.warmup_fraction, low=0, high=1, strict_high=True)
         check_range("trainer.checkpoint_every_n_steps", self.trainer.checkpoint_every_n_steps, low=0)
         for key in ("search.learning_rate", "retrain.learning_rate", "retrain.lr_gamma"):
             check_range(key, self._get(key), low=0, strict=True)

@@ -1,13 +1,18 @@
 """Stage 3: retrain the discretised CNN from scratch and score it on the test split.
 
 The network is rebuilt from the exported architecture with fresh weights, optionally at another
-width than the search (``width``: WRN-16-1 searched, WRN-16-4 retrained). Weights: SGD with
-Nesterov momentum (or Adam) and a step schedule. The model of the last epoch is tested; with
-``select_best=True`` the epoch with the best validation score is tested instead.
+width than the search (``width``: WRN-16-1 searched, WRN-16-4 retrained), with the task's input
+standardisation (``data.input_stats``). Training length is either ``epochs`` or a
+:class:`~nni_dash.budget.StepBudget` (``steps``), which :class:`~nni_dash.budget.StepLimit` enforces
+and the cosine schedule follows. Validation runs about :data:`EVALS_PER_RUN` times per run.
+
+The model of the last step is tested; with ``select_best=True`` the step with the best validation
+score is tested instead (``validate=False`` - the final retrain on train+val - has no validation).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any, Sequence
 
@@ -16,55 +21,93 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from nni_dash.backbones import rebuild
-from nni_dash.evaluator import TaskModule, task_evaluator, tensor_dataset
+from nni_dash.budget import StepBudget, StepLimit, steps_per_epoch
+from nni_dash.evaluator import TaskModule, task_evaluator
 from nni_dash.pipeline.search import head_for
 from nni_dash.tasks.base import TaskData
 
-__all__ = ["RetrainResult", "retrain", "evaluate"]
+__all__ = ["RetrainResult", "retrain", "evaluate", "evaluate_loss", "EVALS_PER_RUN", "step_trainer_kwargs"]
+
+#: validation passes per step-budgeted run (and metric records per stage)
+EVALS_PER_RUN = 20
 
 
 @dataclasses.dataclass
 class RetrainResult:
-    """Test (and validation) score of the retrained network, its size and timing."""
+    """Test (and validation) score of the retrained network, its size and timing.
+
+    ``val_score``/``val_loss`` are None when the run trained on its validation split (``validate=False``).
+    """
 
     metric: str
     test_score: float
-    val_score: float
+    val_score: float | None
     num_parameters: int
     seconds: float
     epochs: int
     hparams: dict[str, Any]
+    val_loss: float | None = None
+    steps: int | None = None
+    budget: dict[str, Any] | None = None
+
+
+def _split(data: TaskData, split: str) -> tuple[Any, Any]:
+    return (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
+
+
+@torch.no_grad()
+def _outputs(model: torch.nn.Module, x: Any, batch_size: int) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.cat([model(torch.from_numpy(x[i:i + batch_size]).to(device)).cpu() for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
 
 
 def evaluate(model: torch.nn.Module, data: TaskData, *, split: str = "test", batch_size: int = 256) -> float:
     """Score ``model`` on ``split`` with the task's metric (eval mode, no gradients)."""
     from nni_dash.tasks.metrics import make_metric
-    x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
+    x, y = _split(data, split)
     metric = make_metric(data.metric, kind=data.kind, num_outputs=data.num_outputs)
-    loader = torch.utils.data.DataLoader(tensor_dataset(x, y), batch_size=batch_size)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for xb, yb in loader:
-            metric.update(model(xb.to(device)).cpu(), yb)
-    model.train(was_training)
+    metric.update(_outputs(model, x, batch_size), torch.from_numpy(y))
     return float(metric.compute())
 
 
+def evaluate_loss(model: torch.nn.Module, data: TaskData, *, split: str = "val", batch_size: int = 256) -> float:
+    """The task's (unsmoothed) training loss of ``model`` on ``split``."""
+    from nni_dash.tasks.metrics import make_loss
+    x, y = _split(data, split)
+    return float(make_loss(data.kind)(_outputs(model, x, batch_size), torch.from_numpy(y)))
+
+
+def step_trainer_kwargs(steps: StepBudget, n_train: int, batch_size: int, *, validate: bool = True) -> dict[str, Any]:
+    """Trainer settings for a step-budgeted run: enough epochs, validation about every ``limit/EVALS_PER_RUN`` steps."""
+    per_epoch = steps_per_epoch(n_train, batch_size)
+    every = max(1, round(max(1, steps.wanted // EVALS_PER_RUN) / per_epoch))
+    kwargs: dict[str, Any] = {"max_epochs": math.ceil(steps.wanted / per_epoch) + 1, "check_val_every_n_epoch": every}
+    if not validate:
+        kwargs["limit_val_batches"] = 0
+    return kwargs
+
+
 def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_args: dict[str, Any] | None = None,
-            epochs: int = 20, batch_size: int = 64, learning_rate: float = 0.1, momentum: float = 0.9,
-            weight_decay: float = 5e-4, dropout: float | None = None, optimizer: str = "sgd",
-            lr_milestones: Sequence[int] = (), lr_gamma: float = 0.2, seed: int = 0, select_best: bool = False,
-            limit_train_batches: float | int = 1.0, callbacks: list | None = None, logger: Any = False,
-            enable_progress_bar: bool = False, ckpt_dir: str | None = None, ckpt_path: str | None = None,
-            checkpoint_every_n_steps: int = 0, nan_policy: str = "stop",
-            trainer_kwargs: dict[str, Any] | None = None) -> RetrainResult:
+            epochs: int = 20, steps: StepBudget | None = None, batch_size: int = 64, learning_rate: float = 1e-3,
+            momentum: float = 0.9, weight_decay: float = 1e-2, dropout: float | None = None,
+            optimizer: str = "adamw", label_smoothing: float = 0.0, schedule: str = "cosine",
+            warmup_fraction: float = 0.0, lr_milestones: Sequence[int] = (), lr_gamma: float = 0.2, seed: int = 0,
+            select_best: bool = False, validate: bool = True, limit_train_batches: float | int = 1.0,
+            callbacks: list | None = None, logger: Any = False, enable_progress_bar: bool = False,
+            ckpt_dir: str | None = None, ckpt_path: str | None = None, checkpoint_every_n_steps: int = 0,
+            nan_policy: str = "stop", trainer_kwargs: dict[str, Any] | None = None) -> RetrainResult:
     """Train the architecture ``sample`` of ``backbone`` from scratch on ``data`` and test it.
 
-    With ``ckpt_dir``: ``best.ckpt`` (best validation) and an atomic ``last.ckpt`` written at each
-    epoch end and every ``checkpoint_every_n_steps`` batches (:class:`~nni_dash.checkpoint.ResumeCheckpoint`);
-    ``ckpt_path`` resumes from such a checkpoint, mid-epoch included. A non-finite training loss raises
+    ``steps`` (a :class:`~nni_dash.budget.StepBudget`) replaces ``epochs`` when given. ``schedule``:
+    ``"cosine"`` (over the run's steps), ``"constant"`` or ``"step"`` (``lr_gamma`` at each of
+    ``lr_milestones`` epochs, the reference). With ``ckpt_dir``: ``best.ckpt`` (best validation)
+    and an atomic ``last.ckpt`` written at each epoch end and every ``checkpoint_every_n_steps``
+    batches (:class:`~nni_dash.checkpoint.ResumeCheckpoint`); ``ckpt_path`` resumes from such a
+    checkpoint, mid-epoch included. A non-finite training loss raises
     :class:`~nni_dash.errors.NumericalError` (``nan_policy="stop"``) or skips the batch (``"skip"``).
     """
     pl.seed_everything(seed, verbose=False)
@@ -72,10 +115,21 @@ def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_a
     if dropout is not None:
         args["dropout"] = dropout
     model = rebuild(backbone, sample, in_channels=data.in_channels, num_outputs=data.num_outputs,
-                    head=head_for(data.kind), **args)
+                    head=head_for(data.kind), input_stats=data.input_stats, **args)
     callbacks = list(callbacks or [])
+    kwargs = dict(trainer_kwargs or {})
+    run_epochs = epochs
+    if steps is not None:  # a step budget: StepLimit ends the run
+        kwargs.update(step_trainer_kwargs(steps, len(data.x_train), batch_size, validate=validate))
+        run_epochs = kwargs.pop("max_epochs")
+        callbacks.append(StepLimit(steps))
+        schedule_steps = steps
+    else:
+        if not validate:
+            kwargs["limit_val_batches"] = 0
+        schedule_steps = StepBudget(epochs * _batches(data, batch_size, limit_train_batches))
     best = None
-    if select_best or ckpt_dir:
+    if validate and (select_best or ckpt_dir):
         mode = "max" if _higher(data.metric) else "min"
         best = ModelCheckpoint(dirpath=ckpt_dir, monitor=f"val_{data.metric}", mode=mode, save_last=False,
                                filename="best")
@@ -85,10 +139,11 @@ def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_a
         callbacks.append(ResumeCheckpoint(ckpt_dir, every_n_steps=checkpoint_every_n_steps))
     module = TaskModule(kind=data.kind, metric=data.metric, num_outputs=data.num_outputs, learning_rate=learning_rate,
                         momentum=momentum, weight_decay=weight_decay, optimizer=optimizer, lr_milestones=lr_milestones,
-                        lr_gamma=lr_gamma, nan_policy=nan_policy)
-    evaluator = task_evaluator(data, batch_size=batch_size, max_epochs=epochs, module=module, seed=seed,
+                        lr_gamma=lr_gamma, nan_policy=nan_policy, label_smoothing=label_smoothing, schedule=schedule,
+                        warmup_fraction=warmup_fraction, step_budget=schedule_steps)
+    evaluator = task_evaluator(data, batch_size=batch_size, max_epochs=run_epochs, module=module, seed=seed,
                                callbacks=callbacks, logger=logger, enable_progress_bar=enable_progress_bar,
-                               limit_train_batches=limit_train_batches, trainer_kwargs=trainer_kwargs)
+                               limit_train_batches=limit_train_batches, trainer_kwargs=kwargs)
     if ckpt_path:
         evaluator.fit_kwargs["ckpt_path"] = ckpt_path
     start = time.perf_counter()
@@ -99,8 +154,19 @@ def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_a
         module.load_state_dict(state)
     hparams = dict(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
                    dropout=args.get("dropout", 0.0), optimizer=optimizer)
-    return RetrainResult(data.metric, evaluate(model, data, split="test"), evaluate(model, data, split="val"),
-                         sum(p.numel() for p in model.parameters()), seconds, epochs, hparams)
+    val_score = evaluate(model, data, split="val") if validate else None
+    val_loss = evaluate_loss(model, data, split="val") if validate else None
+    done = steps.limit if steps is not None else None
+    return RetrainResult(data.metric, evaluate(model, data, split="test"), val_score,
+                         sum(p.numel() for p in model.parameters()), seconds, epochs, hparams, val_loss=val_loss,
+                         steps=done, budget=steps.summary() if steps is not None else None)
+
+
+def _batches(data: TaskData, batch_size: int, limit_train_batches: float | int) -> int:
+    per_epoch = steps_per_epoch(len(data.x_train), batch_size)
+    if isinstance(limit_train_batches, float):
+        return max(1, int(per_epoch * limit_train_batches))
+    return max(1, min(per_epoch, int(limit_train_batches)))
 
 
 def _higher(metric: str) -> bool:

@@ -18,6 +18,7 @@ from nni.nas.experiment import NasExperiment
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer
 
 from nni_dash.backbones import create_backbone
+from nni_dash.budget import StepBudget, StepLimit, steps_per_epoch
 from nni_dash.errors import ConfigError
 from nni_dash.evaluator import task_evaluator
 from nni_dash.nn.dash_conv import _DashConvNd, make_conv, parse_candidate
@@ -40,6 +41,8 @@ class SearchResult:
     probs: dict[str, dict[str, float]]
     seconds: float
     epochs: int
+    steps: int | None = None
+    budget: dict[str, Any] | None = None
 
 
 def head_for(kind: str) -> str:
@@ -76,15 +79,19 @@ def make_strategy(name: str, **kwargs: Any) -> Any:
 
 
 def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | None = None, strategy: str = "DASH",
-           strategy_args: dict[str, Any] | None = None, epochs: int = 10, batch_size: int = 64,
-           learning_rate: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
-           callbacks: list | None = None, logger: Any = False, enable_progress_bar: bool = False,
-           ckpt_path: str | None = None, nan_policy: str = "stop",
+           strategy_args: dict[str, Any] | None = None, epochs: int = 10, steps: StepBudget | None = None,
+           batch_size: int = 64, optimizer: str = "adamw", learning_rate: float = 1e-3, momentum: float = 0.9,
+           weight_decay: float = 1e-2, label_smoothing: float = 0.0, schedule: str = "cosine",
+           warmup_fraction: float = 0.0, seed: int = 0, callbacks: list | None = None, logger: Any = False,
+           enable_progress_bar: bool = False, ckpt_path: str | None = None, nan_policy: str = "stop",
            trainer_kwargs: dict[str, Any] | None = None) -> SearchResult:
     """Search ``backbone`` on ``data`` with ``strategy`` through NNI's ``NasExperiment``.
 
-    Weights: SGD (Nesterov) with ``learning_rate``/``momentum``/``weight_decay``; alpha options go in
-    ``strategy_args`` (e.g. ``arc_learning_rate``, ``grad_scale``, ``mode`` for DASH). The held-out
+    Length: ``epochs``, or a :class:`~nni_dash.budget.StepBudget` ``steps`` (enforced by
+    :class:`~nni_dash.budget.StepLimit`). Weights: ``optimizer`` (AdamW, Adam or SGD-Nesterov) with
+    ``learning_rate``/``momentum``/``weight_decay``, ``label_smoothing`` and ``schedule`` (``cosine``
+    over the run's steps, ``constant``, or ``step``: none, the strategy's own milestones); alpha options
+    go in ``strategy_args`` (e.g. ``arc_learning_rate``, ``grad_scale``, ``mode`` for DASH). The held-out
     batches of bilevel strategies come from the validation split. ``ckpt_path`` resumes a search
     (mid-epoch too, with :class:`~nni_dash.checkpoint.ResumeCheckpoint` among ``callbacks``).
     ``nan_policy``: a non-finite loss stops the search with :class:`~nni_dash.errors.NumericalError`
@@ -92,7 +99,7 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
     """
     pl.seed_everything(seed, verbose=False)
     space = create_backbone(backbone, in_channels=data.in_channels, num_outputs=data.num_outputs,
-                            head=head_for(data.kind), **(backbone_args or {}))
+                            head=head_for(data.kind), input_stats=data.input_stats, **(backbone_args or {}))
     start = time.perf_counter()
     if strategy == "none":
         return SearchResult("none", space.default_sample(), {}, 0.0, 0)
@@ -104,10 +111,21 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
         raise ConfigError(f"nan_policy={nan_policy!r}: strategy {strategy!r} cannot skip batches; allowed: stop "
                           f"(skip needs DASH)")
     nni_strategy = make_strategy(strategy, **args)
-    evaluator = task_evaluator(data, batch_size=batch_size, max_epochs=epochs, learning_rate=learning_rate,
-                               momentum=momentum, weight_decay=weight_decay, seed=seed, callbacks=callbacks,
+    callbacks, kwargs, run_epochs = list(callbacks or []), dict(trainer_kwargs or {}), epochs
+    if steps is not None:
+        from nni_dash.pipeline.retrain import step_trainer_kwargs
+        kwargs.update(step_trainer_kwargs(steps, len(data.x_train), batch_size))
+        run_epochs = kwargs.pop("max_epochs")
+        callbacks.append(StepLimit(steps))
+        schedule_steps = steps
+    else:
+        schedule_steps = StepBudget(epochs * steps_per_epoch(len(data.x_train), batch_size))
+    evaluator = task_evaluator(data, batch_size=batch_size, max_epochs=run_epochs, optimizer=optimizer,
+                               learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
+                               label_smoothing=label_smoothing, schedule=schedule, warmup_fraction=warmup_fraction,
+                               step_budget=schedule_steps, seed=seed, callbacks=callbacks,
                                nan_policy=None if strategy == "DASH" else "stop",  # DASH checks losses itself
-                               logger=logger, enable_progress_bar=enable_progress_bar, trainer_kwargs=trainer_kwargs)
+                               logger=logger, enable_progress_bar=enable_progress_bar, trainer_kwargs=kwargs)
     if ckpt_path:
         evaluator.fit_kwargs["ckpt_path"] = ckpt_path
     exp = NasExperiment(space, evaluator, nni_strategy)
@@ -119,4 +137,6 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
     probs: dict[str, dict[str, float]] = {}
     if strategy in ("DASH", "DARTS", "GumbelDARTS", "DARTS-naive"):
         probs = {label: {str(v): float(p) for v, p in dist.items()} for label, dist in oneshot.export_probs().items()}
-    return SearchResult(strategy, sample, probs, time.perf_counter() - start, epochs)
+    return SearchResult(strategy, sample, probs, time.perf_counter() - start, epochs,
+                        steps=steps.limit if steps is not None else None,
+                        budget=steps.summary() if steps is not None else None)

@@ -48,9 +48,14 @@ class DASH(DARTS):
         ``"bilevel"`` (alpha on held-out batches, weights on training batches, first-order) or
         ``"joint"`` (both on the same training batch, as the reference code).
     arc_learning_rate
-        Learning rate of the alpha optimiser (reference: 0.05 classification, 5e-3 dense tasks).
+        Learning rate of the alpha optimiser: 0.01 with Adam (default); the reference uses 0.05 with SGD
+        (5e-3 on dense tasks).
     arc_optimizer
-        ``"sgd"`` (Nesterov, reference) or ``"adam"`` (NNI DARTS' choice, betas (0.5, 0.999)).
+        ``"adam"`` (default; NNI DARTS' betas (0.5, 0.999)) or ``"sgd"`` (Nesterov, the reference). The
+        reference's normalised SGD step moves alpha by about ``arc_learning_rate / grad_scale`` per step,
+        which leaves alpha near uniform after the few thousand steps a CPU budget allows; Adam's
+        per-coordinate step makes the same searches decisive (``benchmarks/results/search_decisiveness.md``).
+        :meth:`reference` gives the reference's settings.
     arc_momentum, arc_weight_decay
         Alpha optimiser momentum (0.9) and weight decay (5e-4, as the reference).
     grad_scale
@@ -86,7 +91,7 @@ class DASH(DARTS):
         Passed to :class:`~nni.nas.strategy.DARTS` (e.g. ``mutation_hooks``).
     """
 
-    def __init__(self, *, mode: str = "bilevel", arc_learning_rate: float = 0.05, arc_optimizer: str = "sgd",
+    def __init__(self, *, mode: str = "bilevel", arc_learning_rate: float = 0.01, arc_optimizer: str = "adam",
                  arc_momentum: float = 0.9, arc_weight_decay: float = 5e-4, grad_scale: float = 100.0,
                  rf_penalty: float = 1e-5, gradient_clip_val: float | None = 1.0,
                  temperature: float | tuple[float, float] | None = 1.0, lr_milestones: Sequence[int] = (),
@@ -126,6 +131,16 @@ class DASH(DARTS):
         self.lr_milestones, self.lr_gamma = tuple(int(m) for m in lr_milestones), lr_gamma
         self.batch_fraction, self.depthwise_proxy = batch_fraction, depthwise_proxy
         self.conv_path, self.nan_policy, self.seed = conv_path, nan_policy, int(seed)
+
+    @classmethod
+    def reference(cls, *, two_d: bool = False, **overrides: Any) -> "DASH":
+        """DASH with the reference code's search settings (``dash-method.md`` section 4): joint mode,
+        SGD-Nesterov on alpha at lr 0.05, grad_scale 100, Gumbel temperature 1, 20 % of the batches per
+        epoch and the step LR milestones (1-D: 30, 60, 90; 2-D: 60). Keyword arguments override."""
+        settings: dict[str, Any] = dict(mode="joint", arc_optimizer="sgd", arc_learning_rate=0.05, grad_scale=100.0,
+                                        temperature=1.0, batch_fraction=0.2,
+                                        lr_milestones=(60,) if two_d else (30, 60, 90))
+        return cls(**{**settings, **overrides})
 
     # ---- supernet construction -------------------------------------------------------------------
     def default_mutation_hooks(self) -> list:

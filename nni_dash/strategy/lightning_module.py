@@ -62,10 +62,9 @@ class DashLightningModule(DartsLightningModule):
         params = self.arch_parameters()
         if not params:
             raise ValueError("DASH found no architecture parameters: the model space has no DashConv layer")
-        if self.arc_optimizer == "adam":
-            return torch.optim.Adam(params, self.arc_learning_rate, betas=(0.5, 0.999), weight_decay=self.arc_weight_decay)
-        return torch.optim.SGD(params, self.arc_learning_rate, momentum=self.arc_momentum,
-                               nesterov=self.arc_momentum > 0, weight_decay=self.arc_weight_decay)
+        from nni_dash.evaluator import make_optimizer
+        return make_optimizer("adam" if self.arc_optimizer == "adam" else "sgd", params, lr=self.arc_learning_rate,
+                              momentum=self.arc_momentum, weight_decay=self.arc_weight_decay, betas=(0.5, 0.999))
 
     def named_arch_parameters(self) -> dict[str, torch.nn.Parameter]:
         """One alpha per label (shared by the layers with that label)."""
@@ -109,9 +108,10 @@ class DashLightningModule(DartsLightningModule):
         if self._base_lrs is None:
             self._base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
         factor = self.lr_gamma ** sum(epoch >= m for m in self.lr_milestones)
-        for opt, base in zip(optimizers, self._base_lrs):
-            for group, lr in zip(opt.param_groups, base):
-                group["lr"] = lr * factor
+        if self.lr_milestones:  # else leave the learning rates to the evaluator's (per-step) schedule
+            for opt, base in zip(optimizers, self._base_lrs):
+                for group, lr in zip(opt.param_groups, base):
+                    group["lr"] = lr * factor
         self.log_dict({"temperature": tau, "lr_factor": factor})
         super().on_train_epoch_start()
 
@@ -194,8 +194,21 @@ class DashLightningModule(DartsLightningModule):
         return out
 
     def _maybe_log_probs(self, batch_idx: int) -> None:
-        if batch_idx % self.log_prob_every_n_step == 0:
+        if self.global_step % self.log_prob_every_n_step == 0:
             self.log_probs(self.export_probs())
+
+    def log_probs(self, probs: dict[str, dict[str, float]]) -> None:
+        """Write ``prob/<label>/<candidate>`` straight to the loggers (rank 0).
+
+        NNI's version goes through ``self.log``, whose result collection Lightning then copies and
+        reduces at every later step: with one entry per candidate and layer that cost more than the
+        supernet's FFT convolutions.
+        """
+        if not self.trainer.is_global_zero or not self.trainer.loggers:
+            return
+        flat = {f"prob/{label}/{value}": float(p) for label, dist in probs.items() for value, p in dist.items()}
+        for logger in self.trainer.loggers:
+            logger.log_metrics(flat, step=self.global_step)
 
     # ---- exact resume ----------------------------------------------------------------------------
     def _reseed(self, epoch: int, batch_idx: int) -> None:
