@@ -85,16 +85,8 @@ def test_dense_head_search_keeps_resolution():
 # ---- known-answer searches -----------------------------------------------------------------------
 def lag_task(lag, *, seed, length=48):
     """Two +-1 spikes ``lag`` apart at a random place; the label says whether their signs agree."""
-    def split(n, s):
-        rng = np.random.default_rng(s)
-        x = np.zeros((n, 1, length), np.float32)
-        p = rng.integers(0, length - lag, n)
-        a, b = rng.choice([-1.0, 1.0], n), rng.choice([-1.0, 1.0], n)
-        x[np.arange(n), 0, p], x[np.arange(n), 0, p + lag] = a, b
-        x += 0.05 * rng.standard_normal(x.shape).astype(np.float32)
-        return x, (a == b).astype(np.int64)
-    (xt, yt), (xv, yv), (xs, ys) = split(512, 3 * seed), split(256, 3 * seed + 1), split(256, 3 * seed + 2)
-    return TaskData(f"lag{lag}", "classification", "accuracy", 2, xt, yt, xv, yv, xs, ys)
+    from nni_dash.tasks.synthetic import lag_task as build
+    return build(lag=lag, seed=seed, length=length)
 
 
 class LagNet(ModelSpace):

@@ -29,7 +29,9 @@ def check_inputs(cfg: ExperimentConfig, data: Any, sample: dict[str, str] | None
     from nni_dash.backbones import create_backbone, resolve_backbone
     from nni_dash.pipeline import head_for, make_strategy
 
-    name = resolve_backbone(cfg.backbone.name, data.ndim)
+    from nni_dash.pipeline.prepare import resolve_backbone_config
+    cfg = resolve_backbone_config(cfg, data.ndim)
+    name = cfg.backbone.name
     common = dict(in_channels=data.in_channels, num_outputs=data.num_outputs, head=head_for(data.kind))
     space = create_backbone(name, **common, **cfg.backbone.args)
     create_backbone(name, **common, **{**cfg.backbone.args, **cfg.backbone.retrain_args})
@@ -81,11 +83,9 @@ class Run:
     started: float | None = None     # time.monotonic() when the run began (the budget counts from it)
 
     def __post_init__(self) -> None:
-        from nni_dash.backbones import resolve_backbone
         from nni_dash.budget import Budget
-        if self.cfg.backbone.name == "auto":  # (the CLI resolves it in nni_dash.pipeline.prepare)
-            self.cfg = dataclasses.replace(self.cfg, backbone=dataclasses.replace(
-                self.cfg.backbone, name=resolve_backbone("auto", self.data.ndim)))
+        from nni_dash.pipeline.prepare import resolve_backbone_config
+        self.cfg = resolve_backbone_config(self.cfg, self.data.ndim)  # (the CLI has done it in prepare)
         self.budget = Budget(self.cfg.budget.mode, self.cfg.budget.minutes, started=self.started)
         self._todo: list[str] = []
         self.log = MetricsLog.load(self.folder)

@@ -61,7 +61,7 @@ def crop_search_space(cfg: Any, data: Any, warn: Callable[[str], None]) -> Any:
          f"d*(k-1)+1 exceeds {limit} (2n-1 for input size n={(limit + 1) // 2}), so they would see only padding; "
          f"searching kernel_sizes={keep_k} x dilations={keep_d}")
     args.update(kernel_sizes=keep_k, dilations=keep_d)
-    retrain_args = dict(backbone.retrain_args)
+    retrain_args = dict(backbone.retrain_args or {})
     for key, kept in (("kernel_sizes", keep_k), ("dilations", keep_d)):
         if key in retrain_args:
             values = [retrain_args[key]] if isinstance(retrain_args[key], int) else list(retrain_args[key])

@@ -52,7 +52,8 @@ class BudgetConfig:
 class BackboneConfig:
     name: str = "auto"                                               # auto (1-D: resnet1d, 2-D: wrn) or a backbone
     args: dict[str, Any] = dataclasses.field(default_factory=dict)   # search space (depth, width, kernel_sizes, ...)
-    retrain_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides for tune/retrain (width: 4)
+    retrain_args: Optional[dict[str, Any]] = None                   # overrides for tune/retrain (width: 4);
+    #                                                                  None: the backbone's retrain_defaults
 
 
 @dataclasses.dataclass

@@ -42,7 +42,7 @@ def check_experiment(cfg: Any) -> None:
         raise ConfigError(f"trainer.nan_policy='skip': search.strategy {cfg.search.strategy!r} cannot skip "
                           f"batches; allowed with skip: DASH, none (or use nan_policy: stop)")
     for section in ("args", "retrain_args"):
-        args = getattr(cfg.backbone, section)
+        args = getattr(cfg.backbone, section) or {}
         for name, odd in (("kernel_sizes", True), ("dilations", False)):
             if name in args:
                 check_candidate_list(f"backbone.{section}.{name}", args[name], odd=odd)

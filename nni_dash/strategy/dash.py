@@ -61,8 +61,11 @@ class DASH(DARTS):
     grad_scale
         Alpha gradients are normalised per layer to norm ``1/grad_scale`` (reference default 100).
     rf_penalty
-        Coefficient of the constant penalty ``rf_penalty * (d*(k-1)+1)`` added to the alpha gradient,
-        favouring small receptive fields (reference 1e-5).
+        Coefficient of the constant penalty ``rf_penalty * (d*(k-1)+1)`` added to the (normalised) alpha
+        gradient, favouring small receptive fields: 1e-4 (default; the reference uses 1e-5). With Adam on
+        alpha a candidate whose penalty exceeds its share of the data gradient loses probability steadily,
+        so the search keeps a large field only where the data asks for it; at 1e-5 the searches of small
+        sets picked fields of 100-270 samples on 40-sample inputs and retrained 5-8 points worse.
     gradient_clip_val
         Gradient-norm clipping of the weights (and alpha in joint mode); ``None`` disables (reference 1.0).
     temperature
@@ -93,7 +96,7 @@ class DASH(DARTS):
 
     def __init__(self, *, mode: str = "bilevel", arc_learning_rate: float = 0.01, arc_optimizer: str = "adam",
                  arc_momentum: float = 0.9, arc_weight_decay: float = 5e-4, grad_scale: float = 100.0,
-                 rf_penalty: float = 1e-5, gradient_clip_val: float | None = 1.0,
+                 rf_penalty: float = 1e-4, gradient_clip_val: float | None = 1.0,
                  temperature: float | tuple[float, float] | None = 1.0, lr_milestones: Sequence[int] = (),
                  lr_gamma: float = 0.2, batch_fraction: float | None = None, depthwise_proxy: bool = False,
                  conv_path: str = "auto", nan_policy: str = "stop", log_prob_every_n_step: int = 10,
@@ -138,7 +141,7 @@ class DASH(DARTS):
         SGD-Nesterov on alpha at lr 0.05, grad_scale 100, Gumbel temperature 1, 20 % of the batches per
         epoch and the step LR milestones (1-D: 30, 60, 90; 2-D: 60). Keyword arguments override."""
         settings: dict[str, Any] = dict(mode="joint", arc_optimizer="sgd", arc_learning_rate=0.05, grad_scale=100.0,
-                                        temperature=1.0, batch_fraction=0.2,
+                                        rf_penalty=1e-5, temperature=1.0, batch_fraction=0.2,
                                         lr_milestones=(60,) if two_d else (30, 60, 90))
         return cls(**{**settings, **overrides})
 
