@@ -1,0 +1,125 @@
+"""Shared by the benchmarks that run the CLI: one ``nni-dash run`` per (task, method, seed), its record, the store.
+
+A run writes a data-only config (``task: {name, options}``; every other value is the package
+default), runs ``nni-dash run`` in a subprocess (what a user runs) and reads the run's artefacts:
+test score, wall time (the whole process), the per-stage seconds and steps, the per-layer decision of
+the search (top probability, margin, decided) and which architecture the retrain trained.
+Records are merged into a JSON store under a file lock, so partial results survive and several
+benchmark processes may share one file.
+"""
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def package_commit() -> str:
+    """Commit of the package code (``nni_dash/``) the runs use, with ``+dirty`` if it has local changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD")
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "nni_dash") else "")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def run_cli(task: str, options: dict[str, Any], seed: int, *, overrides: list[str] = (), budget: str | None = None,
+            keep: Path | None = None, timeout: float = 3600) -> dict[str, Any]:
+    """One ``nni-dash run`` of the data-only config for ``task``; the run's record (see module docstring)."""
+    work = Path(tempfile.mkdtemp(prefix="nni-dash-bench-"))
+    cfg = work / "data.yml"
+    cfg.write_text(yaml.safe_dump({"task": {"name": task, "options": {**options, "seed": seed}}}))
+    out = work / "run"
+    cmd = [sys.executable, "-m", "nni_dash.cli", "run", str(cfg), "--out", str(out), "--set", f"seed={seed}",
+           "--set", "trainer.progress_bar=false", *[a for o in overrides for a in ("--set", o)]]
+    if budget:
+        cmd += ["--budget", budget]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    wall = time.monotonic() - start
+    record: dict[str, Any] = {"task": task, "options": options, "seed": seed, "overrides": list(overrides),
+                              "budget": budget or "auto", "wall_seconds": wall, "returncode": proc.returncode,
+                              "commit": package_commit(), "date": datetime.date.today().isoformat()}
+    if proc.returncode != 0:
+        record["error"] = (proc.stderr or proc.stdout)[-2000:]
+        shutil.rmtree(work, ignore_errors=True)
+        return record
+    metrics = json.loads((out / "metrics.json").read_text())
+    stages = metrics.get("stages", {})
+    record.update(score=metrics["test_score"], metric=metrics["metric"], backbone=metrics.get("backbone"),
+                  stage_seconds={s: r.get("seconds") for s, r in stages.items()},
+                  steps={s: r.get("steps") for s, r in stages.items() if r.get("steps")},
+                  strategy=stages.get("search", {}).get("strategy"),
+                  architecture=stages.get("retrain", {}).get("architecture"),
+                  searched_architecture=stages.get("search", {}).get("architecture"),
+                  kept=(stages.get("tune", {}).get("best") or {}).get("architecture"),
+                  tune_selected_on=stages.get("tune", {}).get("selected_on"))
+    probs = out / "search" / "probs.json"
+    if probs.is_file():
+        decision = json.loads(probs.read_text()).get("decision", {})
+        if decision:
+            record["decision"] = {"layers": len(decision), "decided": sum(d["decided"] for d in decision.values()),
+                                  "mean_lift": sum(d["lift"] for d in decision.values()) / len(decision),
+                                  "mean_top": sum(d["top"] for d in decision.values()) / len(decision)}
+    if keep is not None:
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(out, keep)
+    shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+class Store:
+    """``{"meta": {...}, "runs": [...]}`` in a JSON file; runs are keyed by ``key`` fields."""
+
+    def __init__(self, path: Path, key: tuple[str, ...]) -> None:
+        self.path, self.key = path, key
+
+    def load(self) -> dict[str, Any]:
+        return json.loads(self.path.read_text()) if self.path.exists() else {"meta": {}, "runs": []}
+
+    def has(self, record: dict[str, Any]) -> bool:
+        want = tuple(record[k] for k in self.key)
+        return any(tuple(r.get(k) for k in self.key) == want and "error" not in r for r in self.load()["runs"])
+
+    def add(self, record: dict[str, Any], meta: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        want = tuple(record[k] for k in self.key)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            db = self.load()
+            db["runs"] = [r for r in db["runs"] if tuple(r.get(k) for k in self.key) != want] + [record]
+            commands = db["meta"].get("commands", [])
+            if meta.get("command") and meta["command"] not in commands:
+                commands.append(meta["command"])
+            db["meta"].update({k: v for k, v in meta.items() if k != "command"}, commands=commands)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(db, indent=1, default=str))
+            tmp.replace(self.path)
