@@ -28,6 +28,7 @@ def check_inputs(cfg: ExperimentConfig, data: Any, sample: dict[str, str] | None
     """Fail early (before any output exists) on backbone/strategy arguments and a foreign architecture."""
     from nni_dash.backbones import create_backbone, resolve_backbone
     from nni_dash.pipeline import head_for, make_strategy
+    from nni_dash.pipeline.search import searchable
 
     from nni_dash.pipeline.prepare import resolve_backbone_config
     cfg = resolve_backbone_config(cfg, data.ndim)
@@ -37,9 +38,9 @@ def check_inputs(cfg: ExperimentConfig, data: Any, sample: dict[str, str] | None
     create_backbone(name, **common, **{**cfg.backbone.args, **cfg.backbone.retrain_args})
     if cfg.search.strategy != "none":
         make_strategy(cfg.search.strategy, **cfg.search.strategy_args)
-        if not space.simplify():
+        if not searchable(space):
             raise ConfigError(f"backbone.args: the model space of backbone {cfg.backbone.name!r} has no searchable "
-                              f"layer (no DashConv1d/2d); allowed: a space with at least one, or search.strategy=none")
+                              f"layer (no DashConv1d/2d with two or more candidates); allowed: a space with at least one, or search.strategy=none")
     if sample is not None:
         choices = {label: list(m.values) for label, m in space.simplify().items()}
         if set(sample) != set(choices):
@@ -216,7 +217,14 @@ class Run:
             f" (or until {steps.deadline - self.budget.started:.0f} s)" if steps.deadline else "")
         self.echo(f"search: {s.strategy} on {self.data.name}, {length}, batch {batch_size}")
         callbacks = [self._recorder("search", score_supernet=True), self._checkpoint("search")]
-        result = search(self.data, backbone_args=self.cfg.backbone.args, strategy=s.strategy,
+
+        def on_trial(index: int, sample: dict[str, str], score: float) -> None:  # multi-trial strategies
+            self.echo(f"  trial {index}: {' '.join(f'{k}={v}' for k, v in sample.items())} -> val "
+                      f"{self.data.metric} {score:.4f}")
+            for sink in [self.log.sink, *self.sinks]:
+                sink("search", index, {f"val_{self.data.metric}": float(score)})
+
+        result = search(self.data, on_trial=on_trial, backbone_args=self.cfg.backbone.args, strategy=s.strategy,
                         ckpt_path=self._resume_path("search"), nan_policy=self.cfg.trainer.nan_policy,
                         strategy_args=s.strategy_args, epochs=s.epochs, steps=steps, batch_size=batch_size,
                         optimizer=s.optimizer, learning_rate=s.learning_rate, momentum=s.momentum,
@@ -232,15 +240,18 @@ class Run:
             self.echo(f"warning: search: the choice of {len(noisy)}/{len(self.probs)} layer(s) is within noise "
                       f"({', '.join(noisy)}: top probability under {MIN_LIFT:g}x uniform or within 10% of the "
                       f"runner-up); a longer search (--budget) would decide them")
-        from nni_dash.strategy.decision import decisions as _decisions
-        self.log.stage("search", {"strategy": result.strategy, "epochs": result.epochs, "steps": result.steps,
-                                  "decision": _decisions(self.probs),
-                                  "batch_size": batch_size, "budget": result.budget, "seconds": result.seconds,
-                                  "architecture": self.sample})
+        from nni_dash.strategy.decision import decisions
+        record = {"strategy": result.strategy, "epochs": result.epochs, "steps": result.steps,
+                  "decision": decisions(self.probs), "batch_size": batch_size, "budget": result.budget,
+                  "seconds": result.seconds, "architecture": self.sample}
+        if result.ddp is not None:
+            record["ddp"] = result.ddp
+            self.echo(f"search: DDP over {result.ddp['world_size']} processes; max |Δα| between ranks "
+                      f"{result.ddp['max_abs_diff']:.3g}")
+        self.log.stage("search", record)
         if not self.main:
             return
         write_json(self.folder / "architecture.json", self.sample)
-        from nni_dash.strategy.decision import decisions
         write_json(self.folder / "search" / "probs.json", {"probs": self.probs, "decision": decisions(self.probs)})
         candidates = {label: list(m.values) for label, m in self._space(self.cfg.backbone.args).simplify().items()}
         plot_architecture(self.folder / "architecture.png", self.sample, self.probs, candidates,

@@ -63,10 +63,17 @@ def set_path(data: dict[str, Any], dotted: str, value: Any, cls: type) -> None:
             node[part] = value
             return
         if not isinstance(node.get(part), dict):
-            if node_cls is not None and next_cls is None and typing.get_origin(hint) is not dict:
+            if node_cls is not None and next_cls is None and not _is_mapping(hint):
                 raise ConfigError(f"{here}: is a value, not a section; cannot set {dotted!r}")
             node[part] = {}
         node, node_cls = node[part], next_cls
+
+
+def _is_mapping(hint: Any) -> bool:
+    """True for ``dict[...]`` and ``dict[...] | None`` (a section that may be unset)."""
+    if typing.get_origin(hint) is dict:
+        return True
+    return any(typing.get_origin(arg) is dict for arg in typing.get_args(hint) if arg is not type(None))
 
 
 def _unknown_key(path: str, cls: type) -> str:

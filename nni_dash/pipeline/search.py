@@ -3,14 +3,24 @@
 ``strategy`` names one of :data:`STRATEGIES`: ``DASH`` (this package), NNI's ``DARTS``,
 ``GumbelDARTS``, ``RandomOneShot``, ``ENAS`` (all on the FFT mixed-kernel op), ``DARTS-naive``
 (NNI's DARTS on the naive mixture: a ``LayerChoice`` of |K|x|D| separate convs per layer, the
-baseline DASH is meant to beat) and ``none`` (no search: the backbone's hand-designed kernels).
+baseline DASH is meant to beat), NNI's multi-trial ``Random``, ``GridSearch``,
+``RegularizedEvolution``, ``TPE`` and ``PolicyBasedRL`` (:mod:`nni_dash.pipeline.multitrial`) and
+``none`` (no search: the backbone's hand-designed kernels).
+
+Every search runs as a private NNI experiment: its working directory is a temporary folder and its
+entry in NNI's experiment list (``~/nni-experiments/.experiment``) is removed afterwards, so a search
+inside an ``nnictl`` trial (or a CLI run) leaves no stray experiment behind.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import math
+import shutil
+import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytorch_lightning as pl
 import torch.nn as nn
@@ -21,15 +31,18 @@ from nni_dash.backbones import create_backbone
 from nni_dash.budget import StepBudget, StepLimit, steps_per_epoch
 from nni_dash.errors import ConfigError
 from nni_dash.evaluator import task_evaluator
+from nni_dash.pipeline.multitrial import MULTI_TRIAL, TrialBudget, TrialScore, engine_limits, is_multi_trial, \
+    make_multi_trial, trial_steps
 from nni_dash.nn.dash_conv import _DashConvNd, make_conv, parse_candidate
 from nni_dash.strategy import DASH
 from nni_dash.tasks.base import TaskData
 
-__all__ = ["STRATEGIES", "SearchResult", "make_strategy", "head_for", "search", "naive_mixture_hook"]
+__all__ = ["STRATEGIES", "searchable", "SearchResult", "make_strategy", "head_for", "search", "naive_mixture_hook"]
 
 _logger = logging.getLogger(__name__)
 
-STRATEGIES = ("DASH", "DARTS", "GumbelDARTS", "RandomOneShot", "ENAS", "DARTS-naive", "none")
+ONE_SHOT = ("DASH", "DARTS", "GumbelDARTS", "RandomOneShot", "ENAS", "DARTS-naive")
+STRATEGIES = (*ONE_SHOT, *MULTI_TRIAL, "none")
 
 
 @dataclasses.dataclass
@@ -43,6 +56,7 @@ class SearchResult:
     epochs: int
     steps: int | None = None
     budget: dict[str, Any] | None = None
+    ddp: dict[str, Any] | None = None  # DASH under DDP: {"world_size", "max_abs_diff"} of α across ranks
 
 
 def head_for(kind: str) -> str:
@@ -70,6 +84,8 @@ def make_strategy(name: str, **kwargs: Any) -> Any:
         "ENAS": lambda **kw: ENAS(**{"reward_metric_name": "default", **kw}),
         "DARTS-naive": lambda **kw: DARTS(mutation_hooks=[naive_mixture_hook], **kw),
     }
+    if is_multi_trial(name):
+        return make_multi_trial(name, **kwargs)
     if name not in factories:
         raise ConfigError(f"search.strategy: unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}")
     try:
@@ -84,8 +100,14 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
            weight_decay: float = 1e-2, label_smoothing: float = 0.0, schedule: str = "cosine",
            warmup_fraction: float = 0.0, seed: int = 0, callbacks: list | None = None, logger: Any = False,
            enable_progress_bar: bool = False, ckpt_path: str | None = None, nan_policy: str = "stop",
-           trainer_kwargs: dict[str, Any] | None = None) -> SearchResult:
+           trainer_kwargs: dict[str, Any] | None = None,
+           on_trial: Callable[[int, dict[str, str], float], None] | None = None) -> SearchResult:
     """Search ``backbone`` on ``data`` with ``strategy`` through NNI's ``NasExperiment``.
+
+    One-shot strategies train one supernet; multi-trial ones (:mod:`nni_dash.pipeline.multitrial`)
+    train one CNN per sampled architecture for ``trial_steps`` (or ``epochs`` each), until
+    ``steps.deadline`` or ``strategy_args["max_trials"]``, reporting each through ``on_trial(index,
+    sample, val score)``.
 
     Length: ``epochs``, or a :class:`~nni_dash.budget.StepBudget` ``steps`` (enforced by
     :class:`~nni_dash.budget.StepLimit`). Weights: ``optimizer`` (AdamW, Adam or SGD-Nesterov) with
@@ -110,6 +132,12 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
     elif nan_policy != "stop":
         raise ConfigError(f"nan_policy={nan_policy!r}: strategy {strategy!r} cannot skip batches; allowed: stop "
                           f"(skip needs DASH)")
+    recipe = dict(optimizer=optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
+                  label_smoothing=label_smoothing, schedule=schedule, warmup_fraction=warmup_fraction)
+    if is_multi_trial(strategy):
+        return _multi_trial(data, space, strategy, args, epochs=epochs, steps=steps, batch_size=batch_size,
+                            recipe=recipe, seed=seed, logger=logger, enable_progress_bar=enable_progress_bar,
+                            trainer_kwargs=trainer_kwargs, on_trial=on_trial, start=start)
     nni_strategy = make_strategy(strategy, **args)
     callbacks, kwargs, run_epochs = list(callbacks or []), dict(trainer_kwargs or {}), epochs
     if steps is not None:
@@ -120,18 +148,16 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
         schedule_steps = steps
     else:
         schedule_steps = StepBudget(epochs * steps_per_epoch(len(data.x_train), batch_size))
-    evaluator = task_evaluator(data, batch_size=batch_size, max_epochs=run_epochs, optimizer=optimizer,
-                               learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
-                               label_smoothing=label_smoothing, schedule=schedule, warmup_fraction=warmup_fraction,
+    evaluator = task_evaluator(data, batch_size=batch_size, max_epochs=run_epochs, **recipe,
                                step_budget=schedule_steps, seed=seed, callbacks=callbacks,
                                nan_policy=None if strategy == "DASH" else "stop",  # DASH checks losses itself
                                logger=logger, enable_progress_bar=enable_progress_bar, trainer_kwargs=kwargs)
     if ckpt_path:
         evaluator.fit_kwargs["ckpt_path"] = ckpt_path
-    exp = NasExperiment(space, evaluator, nni_strategy)
-    exp.run()
-    # Path-sampling strategies export a fresh random sample per call: take the model once.
-    model = exp.export_top_models(formatter=None)[0]
+    with private_experiment(NasExperiment(space, evaluator, nni_strategy)) as exp:
+        exp.run()
+        # Path-sampling strategies export a fresh random sample per call: take the model once.
+        model = exp.export_top_models(formatter=None)[0]
     sample = dict(model.sample)
     oneshot = nni_strategy.oneshot_module
     probs: dict[str, dict[str, float]] = {}
@@ -139,4 +165,73 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
         probs = {label: {str(v): float(p) for v, p in dist.items()} for label, dist in oneshot.export_probs().items()}
     return SearchResult(strategy, sample, probs, time.perf_counter() - start, epochs,
                         steps=steps.limit if steps is not None else None,
-                        budget=steps.summary() if steps is not None else None)
+                        budget=steps.summary() if steps is not None else None,
+                        ddp=getattr(oneshot, "rank_agreement", None))
+
+
+def searchable(space: Any) -> dict[str, Any]:
+    """The space's mutables with two or more values (NNI's ``simplify()`` keeps single-valued ones too)."""
+    return {label: m for label, m in space.simplify().items() if len(getattr(m, "values", (0, 1))) > 1}
+
+
+@contextlib.contextmanager
+def private_experiment(exp: NasExperiment) -> Iterator[NasExperiment]:
+    """Run ``exp`` in a temporary working directory and drop it from NNI's experiment list afterwards."""
+    from nni.tools.nnictl.config_utils import Experiments
+    folder = tempfile.mkdtemp(prefix="nni-dash-search-")
+    exp.config.experiment_working_directory = folder
+    try:
+        yield exp
+    finally:
+        try:
+            exp.stop()  # now, not from NNI's atexit hook after the folder is gone
+        except Exception:
+            _logger.debug("could not stop experiment %s", exp.id)
+        try:
+            Experiments().remove_experiment(exp.id)
+        except Exception:  # the list is NNI's bookkeeping; never fail a search over it
+            _logger.debug("could not remove experiment %s from NNI's list", exp.id)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _multi_trial(data: TaskData, space: Any, strategy: str, args: dict[str, Any], *, epochs: int,
+                 steps: StepBudget | None, batch_size: int, recipe: dict[str, Any], seed: int, logger: Any,
+                 enable_progress_bar: bool, trainer_kwargs: dict[str, Any] | None,
+                 on_trial: Callable[[int, dict[str, str], float], None] | None, start: float) -> SearchResult:
+    """NNI's multi-trial ``strategy`` on the sequential engine (see :mod:`nni_dash.pipeline.multitrial`)."""
+    from nni.nas.experiment import NasExperimentConfig
+
+    if not searchable(space):
+        raise ConfigError(f"search.strategy={strategy}: the model space has no searchable layer (no DashConv1d/2d "
+                          f"with two or more candidates); allowed: a space with at least one, or search.strategy=none")
+    nni_strategy = make_multi_trial(strategy, seed=seed, **args)
+    n = len(data.x_train)
+    per_trial = trial_steps(n, batch_size) if steps is not None else None
+    deadline = steps.deadline if steps is not None else None
+    kwargs = dict(trainer_kwargs or {})
+    kwargs.update(limit_val_batches=0)  # scored once at the end of each trial (TrialScore)
+    run_epochs = epochs if per_trial is None else math.ceil(per_trial / steps_per_epoch(n, batch_size)) + 1
+    budget = TrialBudget(per_trial, deadline, strategy=nni_strategy)
+    score = TrialScore(data, on_trial, budget)
+    evaluator = task_evaluator(data, batch_size=batch_size, max_epochs=run_epochs, **recipe,
+                               step_budget=StepBudget(per_trial or epochs * steps_per_epoch(n, batch_size)),
+                               seed=seed, callbacks=[budget, score], logger=logger,
+                               enable_progress_bar=enable_progress_bar, trainer_kwargs=kwargs)
+    max_trials = args.get("max_trials")
+    if max_trials is None and deadline is None:
+        max_trials = 20  # epochs budgets have no clock: a bounded number of trials
+    config = NasExperimentConfig("sequential", "raw")
+    for key, value in engine_limits(deadline, max_trials).items():
+        setattr(config.execution_engine, key, value)
+    with private_experiment(NasExperiment(space, evaluator, nni_strategy, config=config)) as exp:
+        exp.run()
+        models = list(exp.export_top_models(top_k=1, formatter=None))
+    if not models:
+        raise ConfigError(f"search.strategy={strategy}: no trial finished within the search budget; give the run "
+                          f"more time (--budget) or set search.strategy_args.max_trials")
+    sample = dict(models[0].sample)
+    result = SearchResult(strategy, sample, {}, time.perf_counter() - start, epochs,
+                          steps=per_trial, budget={"trials": len(score.scores), "steps_per_trial": per_trial,
+                                                   "best_val_score": max(score.scores) if score.sign > 0
+                                                   else min(score.scores)})
+    return result

@@ -17,6 +17,7 @@ applied to both optimisers at epoch start; ``batch_fraction`` ends each epoch af
 """
 from __future__ import annotations
 
+import logging
 import math
 import random
 from typing import Any, Sequence
@@ -28,6 +29,8 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import GumbelSoftmax
 
 from nni_dash.errors import NumericalError
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ["DashLightningModule"]
 
@@ -209,6 +212,25 @@ class DashLightningModule(DartsLightningModule):
         flat = {f"prob/{label}/{value}": float(p) for label, dist in probs.items() for value, p in dist.items()}
         for logger in self.trainer.loggers:
             logger.log_metrics(flat, step=self.global_step)
+
+    def on_train_end(self) -> None:
+        """Under DDP, measure whether every rank ends with the same α (``rank_agreement``).
+
+        DDP averages the weight gradients; α's gradients are averaged by the same all-reduce, so the
+        ranks should stay identical. ``rank_agreement = {"world_size", "max_abs_diff"}`` records the
+        largest difference of any α entry from rank 0's; a non-zero value is a warning, not an error.
+        """
+        super().on_train_end()
+        world = self.trainer.world_size
+        if world <= 1:
+            self.rank_agreement = None
+            return
+        flat = torch.cat([p.detach().reshape(-1) for p in self.arch_parameters()]).float()
+        gathered = self.trainer.strategy.all_gather(flat)  # (world, n)
+        diff = float((gathered - gathered[0]).abs().max())
+        self.rank_agreement = {"world_size": int(world), "max_abs_diff": diff}
+        if diff > 0 and self.trainer.is_global_zero:
+            _logger.warning("DDP ranks ended with different architecture parameters (max |Δα| = %.3g)", diff)
 
     # ---- exact resume ----------------------------------------------------------------------------
     def _reseed(self, epoch: int, batch_idx: int) -> None:
