@@ -9,6 +9,10 @@
   trial command channel captured at construction. Create it **before** ``NasExperiment.run()``:
   NNI's sequential engine swaps the default channel (and ``nni.trial._params``) while a one-shot
   search runs, so plain ``nni.report_*`` calls would go to the inner engine.
+  NNI's web UI titles a table column with the text between the first and second ``/`` of a key, so
+  every key sent to NNI has ``/`` replaced by ``_`` (:func:`nni_key`: ``prob/stem/k3d1`` ->
+  ``prob_stem_k3d1``), and intermediate records carry their stage in the key (``search_val_accuracy``,
+  ``retrain_val_accuracy``) and in ``stage_index`` (:data:`STAGE_INDEX`).
 * :func:`nni_tensorboard_dir` - where NNI 3.0's web UI TensorBoard looks (bug microsoft/nni#5609).
 """
 from __future__ import annotations
@@ -22,7 +26,15 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
 __all__ = ["EpochRecorder", "OuterTrialReporter", "nni_tensorboard_dir", "tensorboard_logger", "scalar_metrics",
-           "module_probs"]
+           "module_probs", "nni_key", "STAGE_INDEX"]
+
+#: numeric stage tag of an intermediate NNI record (the web UI plots numbers only)
+STAGE_INDEX = {"search": 0, "tune": 1, "retrain": 2}
+
+
+def nni_key(key: str) -> str:
+    """A metric key NNI's web UI titles in full: no ``/`` (``arch/stem`` -> ``arch_stem``)."""
+    return key.replace("/", "_")
 
 Sink = Callable[[str, int, dict[str, float]], None]
 
@@ -140,10 +152,21 @@ class OuterTrialReporter:
         self.sequence += 1
 
     def final(self, metrics: dict[str, Any]) -> None:
-        """Send the ``FINAL`` record (``metrics["default"]`` must be a float)."""
+        """Send the ``FINAL`` record (``metrics["default"]`` must be a float); keys pass through :func:`nni_key`."""
         self.channel.send_metric(type="FINAL", parameter_id=self.parameter_id, trial_job_id=self.trial_job_id,
-                                 sequence=0, value=metrics)
+                                 sequence=0, value={nni_key(k): v for k, v in metrics.items()})
 
     def sink(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
-        """An :class:`EpochRecorder` sink: one ``PERIODICAL`` record per epoch, tagged with the stage."""
-        self.intermediate({**metrics, "stage_epoch": float(epoch)})
+        """An :class:`EpochRecorder` sink: one ``PERIODICAL`` record per epoch, keys prefixed with the stage.
+
+        ``default`` stays the unprefixed ``default_key`` (the validation metric of whichever stage),
+        so NNI's default curve is continuous; ``<stage>_<key>`` and ``stage_index`` tell them apart.
+        """
+        if not metrics:
+            return
+        value: dict[str, float] = {}
+        key = self.default_key if self.default_key in metrics else next(iter(metrics))
+        value["default"] = metrics[key]
+        value.update({nni_key(f"{stage}_{k}"): v for k, v in metrics.items()})
+        value.update({"stage_index": float(STAGE_INDEX.get(stage, -1)), "stage_epoch": float(epoch)})
+        self.intermediate(value)

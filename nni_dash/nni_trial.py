@@ -8,10 +8,13 @@ In an nnictl YAML (see ``experiment_configs/``)::
       search.strategy: {_type: choice, _value: [DASH, DARTS, none]}
 
 The trial's parameters are applied as ``--set`` overrides. Each training epoch (search, then
-retrain) is reported as a ``PERIODICAL`` metric (``default`` = the validation metric; also losses
-and ``prob/<label>/<candidate>``), each tuning trial as one too, and at the end a ``FINAL`` metric
-whose ``default`` is the test score (``--command search``: the supernet's last validation score),
-with the trial's parameters, the chosen candidate per layer and the seconds per stage. Reports go
+retrain) is reported as a ``PERIODICAL`` metric (``default`` = the validation metric; every other key
+prefixed with its stage, e.g. ``search_val_accuracy``, ``search_prob_<label>_<candidate>``,
+``retrain_train_loss``, plus ``stage_index`` 0/1/2 for search/tune/retrain), each tuning trial as one
+too, and at the end a ``FINAL`` metric whose ``default`` is the test score (``--command search``: the
+supernet's last validation score), with the trial's parameters, ``strategy``, the chosen candidate
+per layer (``arch_<label>``) and the seconds per stage. No key holds a ``/``: NNI's web UI titles a
+column with the text between the first two slashes of its key. Reports go
 through a channel captured before the search starts (NNI's one-shot engine swaps the default one).
 
 Artefacts go to ``$NNI_OUTPUT_DIR/nni_dash`` (the ``nni-dash`` layout); TensorBoard logs to the
@@ -123,7 +126,8 @@ def _final_metrics(run: Any, result: dict[str, Any], params: dict[str, Any]) -> 
         default = last.get(f"val_{metric}", last.get("train_loss", float("nan")))
         final = {"default": default, f"search_val_{metric}": default}
     final.update({k: v for k, v in params.items() if k not in final})
-    final.update({f"arch/{label}": value for label, value in (run.sample or {}).items()})
+    final["strategy"] = run.cfg.search.strategy
+    final.update({f"arch_{label}": value for label, value in (run.sample or {}).items()})
     final.update({f"{stage}_seconds": float(r.get("seconds", 0.0)) for stage, r in result.get("stages", {}).items()})
     return final
 

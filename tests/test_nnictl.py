@@ -28,8 +28,8 @@ trainer: {threads: 1, log_every_n_steps: 1}
 """
 
 
-def nnictl() -> str:
-    path = Path(sys.executable).with_name("nnictl")
+def nnictl(python: str = sys.executable) -> str:
+    path = Path(python).with_name("nnictl")
     if not path.exists():
         pytest.skip("nnictl is not installed next to this Python")
     return str(path)
@@ -47,20 +47,23 @@ def get(port: int, route: str):
 
 
 def run_experiment(tmp_path: Path, search_space: dict, trials: int, command: str = "run",
-                   timeout: float = 240) -> tuple[list, list]:
-    """Start an experiment, wait (bounded) until it is done, stop it; return (trial jobs, metric records)."""
+                   timeout: float = 240, python: str = sys.executable, config: str = TINY) -> tuple[list, list]:
+    """Start an experiment, wait (bounded) until it is done, stop it; return (trial jobs, metric records).
+
+    ``python``: the interpreter whose ``nnictl`` starts the experiment and which runs the trials.
+    """
     import yaml
-    (tmp_path / "tiny.yml").write_text(TINY)
+    (tmp_path / "tiny.yml").write_text(config)
     exp = {"experimentName": "nni-dash-test", "searchSpace": search_space,
-           "trialCommand": f"{sys.executable} -m nni_dash.nni_trial --config tiny.yml --command {command}",
+           "trialCommand": f"{python} -m nni_dash.nni_trial --config tiny.yml --command {command}",
            "trialCodeDirectory": ".", "trialConcurrency": 1, "maxTrialNumber": trials,
            "tuner": {"name": "GridSearch"}, "trainingService": {"platform": "local", "useActiveGpu": False},
            "experimentWorkingDirectory": str(tmp_path / "nni-experiments")}
     (tmp_path / "exp.yml").write_text(yaml.safe_dump(exp))
     port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    env = {**os.environ, "PATH": f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([nnictl(), "create", "--config", str(tmp_path / "exp.yml"), "--port", str(port)],
+    proc = subprocess.run([nnictl(python), "create", "--config", str(tmp_path / "exp.yml"), "--port", str(port)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     exp_id = None
@@ -80,7 +83,7 @@ def run_experiment(tmp_path: Path, search_space: dict, trials: int, command: str
     finally:
         if exp_id is None:
             exp_id = "--all"
-        subprocess.run([nnictl(), "stop", exp_id], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+        subprocess.run([nnictl(python), "stop", exp_id], cwd=tmp_path, env=env, capture_output=True, timeout=60)
 
 
 def parse(record: dict) -> dict:
@@ -100,11 +103,14 @@ def test_pipeline_trial_reports_each_epoch_and_the_test_score(tmp_path):
     periodical = metrics_of(records, job["trialJobId"], "PERIODICAL")
     assert len(periodical) == 2 + 1 + 2  # search epochs, tune trials, retrain epochs
     assert all(isinstance(m["default"], float) for m in periodical)
-    assert "prob/stem/k3d1" in periodical[0] and "val_accuracy" in periodical[0]
+    assert "search_prob_stem_k3d1" in periodical[0] and "search_val_accuracy" in periodical[0]
+    assert [m["stage_index"] for m in periodical] == [0, 0, 1, 2, 2]  # search and retrain told apart
+    assert any(k.startswith("retrain_") for k in periodical[-1]) and not any("/" in k for m in periodical for k in m)
     (final,) = metrics_of(records, job["trialJobId"], "FINAL")
     assert 0.0 <= final["default"] <= 1.0 and final["default"] == final["test_accuracy"]
     assert final["search.strategy_args.arc_learning_rate"] == 0.05  # the trial's params, against NNI bug #9
-    assert final["arch/stem"] in {"k3d1", "k3d2", "k5d1", "k5d2"}
+    assert final["arch_stem"] in {"k3d1", "k3d2", "k5d1", "k5d2"} and final["strategy"] == "DASH"
+    assert not any("/" in k for k in final)  # each key its own column title in NNI's table
     # TensorBoard where the web UI's TensorBoard tab reads it (NNI bug #5609)
     tb = next((tmp_path / "nni-experiments").glob(f"*/trials/{job['trialJobId']}/output/tensorboard"))
     assert list((tb / "search").glob("events.out.tfevents.*")) and list((tb / "retrain").glob("events.out.tfevents.*"))

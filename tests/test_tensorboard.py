@@ -70,9 +70,13 @@ def test_outer_reporter_keeps_the_channel_captured_before_the_search(monkeypatch
     monkeypatch.setattr(channels, "_channel", swapped)  # what NNI's sequential engine does during a search
     reporter.sink("search", 0, {"train_loss": 1.0, "val_accuracy": 0.5})
     reporter.sink("retrain", 0, {"train_loss": 0.5})
-    reporter.final({"default": 0.9})
+    reporter.final({"default": 0.9, "prob/stem/k3d1": 0.3})
     assert swapped.sent == []
     assert [m["type"] for m in first.sent] == ["PERIODICAL", "PERIODICAL", "FINAL"]
     assert [m["sequence"] for m in first.sent] == [0, 1, 0]
     assert all(m["parameter_id"] == 7 for m in first.sent)
-    assert first.sent[0]["value"]["default"] == 0.5 and first.sent[2]["value"] == {"default": 0.9}
+    assert first.sent[0]["value"] == {"default": 0.5, "search_train_loss": 1.0, "search_val_accuracy": 0.5,
+                                      "stage_index": 0.0, "stage_epoch": 0.0}
+    assert first.sent[1]["value"] == {"default": 0.5, "retrain_train_loss": 0.5, "stage_index": 2.0,
+                                      "stage_epoch": 0.0}  # no val metric: the first one is the default
+    assert first.sent[2]["value"] == {"default": 0.9, "prob_stem_k3d1": 0.3}  # no "/" reaches NNI
