@@ -13,7 +13,8 @@ prefixed with its stage, e.g. ``search_val_accuracy``, ``search_prob_<label>_<ca
 ``retrain_train_loss``, plus ``stage_index`` 0/1/2 for search/tune/retrain), each tuning trial as one
 too, and at the end a ``FINAL`` metric whose ``default`` is the test score (``--command search``: the
 supernet's last validation score), with the trial's parameters, ``strategy``, the chosen candidate
-per layer (``arch_<label>``) and the seconds per stage. No key holds a ``/``: NNI's web UI titles a
+per layer (``arch_<label>``, and as numbers ``k_<label>``/``d_<label>``: NNI's trial table offers
+columns for numeric metrics only) and the seconds per stage. No key holds a ``/``: NNI's web UI titles a
 column with the text between the first two slashes of its key. Reports go
 through a channel captured before the search starts (NNI's one-shot engine swaps the default one).
 
@@ -128,6 +129,10 @@ def _final_metrics(run: Any, result: dict[str, Any], params: dict[str, Any]) -> 
     final.update({k: v for k, v in params.items() if k not in final})
     final["strategy"] = run.cfg.search.strategy
     final.update({f"arch_{label}": value for label, value in (run.sample or {}).items()})
+    # NNI's table makes columns of numeric metrics only: kernel size and dilation per layer as numbers
+    from nni_dash.nn import parse_candidate
+    for label, value in (run.sample or {}).items():
+        final[f"k_{label}"], final[f"d_{label}"] = (float(v) for v in parse_candidate(value))
     final.update({f"{stage}_seconds": float(r.get("seconds", 0.0)) for stage, r in result.get("stages", {}).items()})
     return final
 
