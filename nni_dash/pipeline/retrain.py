@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from nni_dash.backbones import rebuild
 from nni_dash.budget import StepBudget, StepLimit, steps_per_epoch
 from nni_dash.evaluator import TaskModule, task_evaluator
+from nni_dash.nn.fast_conv import use_fft_convs, use_plain_convs
 from nni_dash.pipeline.search import head_for
 from nni_dash.tasks.base import TaskData
 
@@ -116,6 +117,7 @@ def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_a
         args["dropout"] = dropout
     model = rebuild(backbone, sample, in_channels=data.in_channels, num_outputs=data.num_outputs,
                     head=head_for(data.kind), input_stats=data.input_stats, **args)
+    use_fft_convs(model)  # big dilated kernels train by FFT where the cost model says it is cheaper
     callbacks = list(callbacks or [])
     kwargs = dict(trainer_kwargs or {})
     run_epochs = epochs
@@ -157,7 +159,9 @@ def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_a
     val_score = evaluate(model, data, split="val") if validate else None
     val_loss = evaluate_loss(model, data, split="val") if validate else None
     done = steps.limit if steps is not None else None
-    return RetrainResult(data.metric, evaluate(model, data, split="test"), val_score,
+    test_score = evaluate(model, data, split="test")
+    use_plain_convs(model)  # the trained network is plain nn.Conv1d/2d again (same state dict)
+    return RetrainResult(data.metric, test_score, val_score,
                          sum(p.numel() for p in model.parameters()), seconds, epochs, hparams, val_loss=val_loss,
                          steps=done, budget=steps.summary() if steps is not None else None)
 
