@@ -177,8 +177,11 @@ class _SpectralConv(torch.autograd.Function):
     Backward, written out instead of chained through three autograd nodes: the adjoint of the cropped
     ``irfftn`` is ``rfftn(grad) / prod(N)`` with interior last-axis bins doubled; the adjoint of
     ``rfftn`` halves them again, so ``grad_x = crop(irfftn(mix^T(rfftn(grad))))`` needs no per-bin
-    scaling at all. The kernel gradient keeps the doubling: it is folded into the saved input planes
-    once, in the forward. The kernel gradient is returned as planes, in the layout of ``planes``.
+    scaling at all. The kernel gradient keeps the doubling, folded into the input planes. The forward
+    saves ``x`` rather than its planes (the padded spectrum is 2-4x larger in 2-D) and the backward
+    recomputes them for the kernel gradient: one more ``rfftn`` of the input per backward, against a
+    channel mixing that costs several times that. The kernel gradient is returned as planes, in the
+    layout of ``planes``.
     """
 
     @staticmethod
@@ -196,24 +199,25 @@ class _SpectralConv(torch.autograd.Function):
         y_im = torch.bmm(a, pi.mT).baddbmm_(bi, pr.mT)
         y_hat = _interleave(y_re, y_im, (nf, groups, b, co), (2, 1, 3, 0)).reshape(b, groups * co, *freq)
         del y_re, y_im
+        del xp, a, bi
         y = irfftn_leading(y_hat, sizes, spatial)
-        # the kernel gradient reads the input planes times the irfftn-adjoint factor: apply it once, here
-        xp.view(2, nf // freq[-1], freq[-1], -1).mul_(irfft_grad_scale(sizes, x.dtype, x.device)[:, None])
-        ctx.save_for_backward(xp, planes)
+        # Saved: the input itself, not its spectrum planes (B*C_in*n reals instead of B*C_in*M, M the
+        # padded FFT size: 2-4x less in 2-D); the kernel gradient recomputes them in the backward.
+        ctx.save_for_backward(x, planes)
         ctx.sizes, ctx.groups, ctx.spatial, ctx.shape = sizes, groups, spatial, (b, c_in, groups * co, ci, co, freq)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        xp, planes = ctx.saved_tensors
+        x, planes = ctx.saved_tensors
         sizes, groups = ctx.sizes, ctx.groups
         b, c_in, c_out, ci, co, freq = ctx.shape
         nf = math.prod(freq)
         g_hat = torch.fft.rfftn(grad_y, s=sizes, dim=tuple(range(-len(sizes), 0)))  # (B, C_out, *F)
         gp = _planes(g_hat.reshape(b, groups, co, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, co)
         del g_hat
-        (p, q), (a, bi) = gp.unbind(0), xp.unbind(0)
+        p, q = gp.unbind(0)
         pr, pi = planes.reshape(2, nf * groups, co, ci).unbind(0)
         grad_x = grad_planes = None
         # grad_x first: its spectrum-sized temporaries are gone before the kernel-sized gradient exists
@@ -225,6 +229,12 @@ class _SpectralConv(torch.autograd.Function):
             grad_x = irfftn_leading(gx_hat, sizes, ctx.spatial).contiguous()
             del gx_hat
         if ctx.needs_input_grad[1]:  # dL/dP_r = p^T a + q^T b, dL/dP_i = q^T a - p^T b, laid out (C_out/g, C_in/g)
+            # the input planes again, times the irfftn-adjoint factor the kernel gradient reads
+            x_hat = torch.fft.rfftn(x, s=sizes, dim=tuple(range(-len(sizes), 0)))
+            xp = _planes(x_hat.reshape(b, groups, ci, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, ci)
+            del x_hat
+            xp.view(2, nf // freq[-1], freq[-1], -1).mul_(irfft_grad_scale(sizes, x.dtype, x.device)[:, None])
+            a, bi = xp.unbind(0)
             grad_planes = planes.new_empty(2, nf * groups, co, ci)
             torch.bmm(p.mT, a, out=grad_planes[0]).baddbmm_(q.mT, bi)
             torch.bmm(q.mT, a, out=grad_planes[1]).baddbmm_(p.mT, bi, alpha=-1)
@@ -326,8 +336,8 @@ def fft_conv(
 
     The dilated kernel is never materialised: its taps are passed to :func:`spectral_conv` at
     offsets ``d*j - left``. Cost is ``O(B*C*M log M + B*C_out*C_in/groups*M)`` for ``M`` FFT points
-    plus the kernel spectrum (:mod:`nni_dash.ops.kernel_dft`). For the backward it keeps the planes of
-    the input and kernel spectra (``(B*C_in + C_out*C_in/groups) * M/2`` complex values). First-order
+    plus the kernel spectrum (:mod:`nni_dash.ops.kernel_dft`). For the backward it keeps the input and
+    the kernel spectrum planes (``B*C_in*n`` reals and ``C_out*C_in/groups * M/2`` complex values). First-order
     gradients only: the backward is a custom one (``once_differentiable``; double backward raises).
     """
     ndim = _check(x, weight, groups, padding)
