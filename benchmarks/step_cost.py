@@ -72,7 +72,7 @@ def _build(shape: str, method: str):
                       for label, m in space.simplify().items()}
         net = rebuild(backbone, sample, **common)
         if method == "largest+fft":
-            use_fft_convs(net)
+            use_fft_convs(net, ndims=(1, 2))  # 2-D too: this row measures the FFT path itself
         return net, None
     if method == "DARTS-naive":
         from nni.nas.strategy import DARTS

@@ -13,7 +13,7 @@ def _pair(conv: nn.Module, x: torch.Tensor, path: str):
     """Outputs and gradients of ``conv`` as is and switched to the FFT class forced onto ``path``."""
     import copy
     fast = copy.deepcopy(conv)
-    assert use_fft_convs(fast) == 1
+    assert use_fft_convs(fast, ndims=(1, 2)) == 1
     fast._fft_paths = {tuple(x.shape): path}
     outs = []
     for module in (conv, fast):
@@ -59,7 +59,8 @@ def test_a_checkpoint_trained_on_the_fft_path_loads_into_the_plain_network(tmp_p
         return nn.Sequential(nn.Conv2d(1, 4, 7, padding=3 * 5, dilation=5), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten())
     model = net()
-    assert use_fft_convs(model) == 2
+    assert use_fft_convs(model) == 0  # 2-D is opt-in (DEFAULT_NDIMS)
+    assert use_fft_convs(model, ndims=(1, 2)) == 2
     for conv in (model[0], model[2]):
         conv._fft_paths = {}  # decided per shape below: force FFT for the first conv
     x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 2, (8,))
@@ -82,7 +83,7 @@ def test_a_checkpoint_trained_on_the_fft_path_loads_into_the_plain_network(tmp_p
 def test_the_cost_model_picks_fft_for_long_dilated_kernels_and_direct_for_3x3():
     big = nn.Conv1d(32, 32, 19, padding=9 * 15, dilation=15)
     small = nn.Conv2d(16, 16, 3, padding=1)
-    use_fft_convs(big), use_fft_convs(small)
+    use_fft_convs(big), use_fft_convs(small, ndims=(2,))
     assert big._pick(torch.empty(32, 32, 2000)) == "fft"
     assert small._pick(torch.empty(16, 16, 32, 32)) == "direct"
     assert isinstance(big, FFTConv1d) and isinstance(small, FFTConv2d)
