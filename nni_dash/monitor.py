@@ -143,13 +143,14 @@ class OuterTrialReporter:
         """Send one ``PERIODICAL`` record; ``default`` is ``default_key``'s value (else the first metric)."""
         if not metrics:
             return
-        value = dict(metrics)
-        if "default" not in value:
-            key = self.default_key if self.default_key in value else next(iter(value))
-            value = {"default": value[key], **value}
+        value = dict(metrics) if "default" in metrics else {"default": self._default(metrics), **metrics}
         self.channel.send_metric(type="PERIODICAL", parameter_id=self.parameter_id, trial_job_id=self.trial_job_id,
                                  sequence=self.sequence, value=value)
         self.sequence += 1
+
+    def _default(self, metrics: dict[str, float]) -> float:
+        """``default_key``'s value, else the first metric's."""
+        return metrics[self.default_key if self.default_key in metrics else next(iter(metrics))]
 
     def final(self, metrics: dict[str, Any]) -> None:
         """Send the ``FINAL`` record (``metrics["default"]`` must be a float); keys pass through :func:`nni_key`."""
@@ -164,9 +165,6 @@ class OuterTrialReporter:
         """
         if not metrics:
             return
-        value: dict[str, float] = {}
-        key = self.default_key if self.default_key in metrics else next(iter(metrics))
-        value["default"] = metrics[key]
-        value.update({nni_key(f"{stage}_{k}"): v for k, v in metrics.items()})
+        value = {"default": self._default(metrics), **{nni_key(f"{stage}_{k}"): v for k, v in metrics.items()}}
         value.update({"stage_index": float(STAGE_INDEX.get(stage, -1)), "stage_epoch": float(epoch)})
         self.intermediate(value)

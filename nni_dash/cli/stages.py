@@ -40,7 +40,8 @@ def check_inputs(cfg: ExperimentConfig, data: Any, sample: dict[str, str] | None
         make_strategy(cfg.search.strategy, **cfg.search.strategy_args)
         if not searchable(space):
             raise ConfigError(f"backbone.args: the model space of backbone {cfg.backbone.name!r} has no searchable "
-                              f"layer (no DashConv1d/2d with two or more candidates); allowed: a space with at least one, or search.strategy=none")
+                              f"layer (no DashConv1d/2d with two or more candidates); allowed: a space with at "
+                              f"least one, or search.strategy=none")
     if sample is not None:
         choices = {label: list(m.values) for label, m in space.simplify().items()}
         if set(sample) != set(choices):

@@ -30,6 +30,8 @@ __all__ = ["MULTI_TRIAL", "make_multi_trial", "is_multi_trial", "TrialBudget", "
 MULTI_TRIAL = ("Random", "GridSearch", "RegularizedEvolution", "TPE", "PolicyBasedRL")
 #: this package's defaults for NNI's constructor arguments (see the module docstring)
 DEFAULTS: dict[str, dict[str, Any]] = {"RegularizedEvolution": {"population_size": 10, "sample_size": 3}}
+#: trials of a search under ``budget.mode: epochs`` (no clock) unless ``max_trials`` says otherwise
+EPOCHS_MODE_MAX_TRIALS = 20
 #: options the pipeline reads itself (not passed to NNI's constructor)
 PIPELINE_OPTIONS = ("max_trials",)
 

@@ -31,8 +31,10 @@ from nni_dash.backbones import create_backbone
 from nni_dash.budget import StepBudget, StepLimit, steps_per_epoch
 from nni_dash.errors import ConfigError
 from nni_dash.evaluator import task_evaluator
-from nni_dash.pipeline.multitrial import MULTI_TRIAL, TrialBudget, TrialScore, engine_limits, is_multi_trial, \
-    make_multi_trial, trial_steps
+from nni_dash.pipeline.multitrial import (
+    EPOCHS_MODE_MAX_TRIALS, MULTI_TRIAL, TrialBudget, TrialScore, engine_limits, is_multi_trial, make_multi_trial,
+    trial_steps,
+)
 from nni_dash.nn.dash_conv import _DashConvNd, make_conv, parse_candidate
 from nni_dash.strategy import DASH
 from nni_dash.tasks.base import TaskData
@@ -219,14 +221,14 @@ def _multi_trial(data: TaskData, space: Any, strategy: str, args: dict[str, Any]
                                enable_progress_bar=enable_progress_bar, trainer_kwargs=kwargs)
     max_trials = args.get("max_trials")
     if max_trials is None and deadline is None:
-        max_trials = 20  # epochs budgets have no clock: a bounded number of trials
+        max_trials = EPOCHS_MODE_MAX_TRIALS  # epochs budgets have no clock: a bounded number of trials
     config = NasExperimentConfig("sequential", "raw")
     for key, value in engine_limits(deadline, max_trials).items():
         setattr(config.execution_engine, key, value)
     with private_experiment(NasExperiment(space, evaluator, nni_strategy, config=config)) as exp:
         exp.run()
         models = list(exp.export_top_models(top_k=1, formatter=None))
-    if not models:
+    if not models or not score.scores:  # every trial started past the deadline (reported -inf)
         raise ConfigError(f"search.strategy={strategy}: no trial finished within the search budget; give the run "
                           f"more time (--budget) or set search.strategy_args.max_trials")
     sample = dict(models[0].sample)
