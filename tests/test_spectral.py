@@ -100,6 +100,76 @@ def test_spectral_conv_gradcheck(method):
                                     (x, w))
 
 
+CHUNK_CASES = [  # (x shape, offsets, C_out, groups, stride): output channels per group 7, 3, 6, 5
+    ((3, 4, 20), ([-7, -2, 0, 1, 9],), 7, 1, 1),
+    ((2, 6, 11), ([-5, 0, 4],), 6, 2, 2),
+    ((2, 3, 7, 9), ([-3, 0, 2], [-4, -1, 0, 5]), 6, 1, 1),
+    ((1, 4, 6, 5), ([-2, 0, 1], [0, 3]), 10, 2, 1),
+]
+
+
+def _per_channel_bytes(x, w, offsets, groups):
+    """Spectrum bytes of one output channel of each group, as spectral_conv counts them."""
+    from nni_dash.ops import next_fast_len
+    sizes = [next_fast_len(n + max(0, -o[0], o[-1])) for n, o in zip(x.shape[2:], offsets)]
+    nf = sizes[-1] // 2 + 1
+    for n in sizes[:-1]:
+        nf *= n
+    return 2 * nf * groups * w.shape[1] * w.element_size()
+
+
+@pytest.mark.parametrize("shape,offsets,c_out,groups,stride", CHUNK_CASES)
+@pytest.mark.parametrize("channels_per_chunk", [1, 2, 4])
+@pytest.mark.parametrize("method", ["dft", "fft"])
+def test_chunked_spectral_conv_equals_the_unchunked_one(shape, offsets, c_out, groups, stride, channels_per_chunk,
+                                                        method):
+    """Any split of the output channels gives the one-chunk outputs and gradients (float64)."""
+    torch.manual_seed(8)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_out, shape[1] // groups, *[len(o) for o in offsets], dtype=torch.float64, requires_grad=True)
+    per = _per_channel_bytes(x, w, offsets, groups)
+    whole = spectral_conv(x, w, offsets, stride=stride, groups=groups, method=method, chunk_bytes=per * c_out)
+    part = spectral_conv(x, w, offsets, stride=stride, groups=groups, method=method,
+                         chunk_bytes=per * channels_per_chunk)
+    torch.testing.assert_close(part, whole, rtol=1e-12, atol=1e-12)
+    dy = torch.randn_like(whole)
+    for got, ref in zip(torch.autograd.grad(part, (x, w), dy), torch.autograd.grad(whole, (x, w), dy)):
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    ref = direct_conv(x, scatter_dense(w, offsets), stride=stride, groups=groups)  # and both are the convolution
+    torch.testing.assert_close(part, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape,offsets,c_out,groups,stride", CHUNK_CASES[1:3])
+def test_chunked_spectral_conv_gradcheck(shape, offsets, c_out, groups, stride):
+    """One output channel per chunk (the most chunks there can be): gradients against finite differences."""
+    torch.manual_seed(9)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_out, shape[1] // groups, *[len(o) for o in offsets], dtype=torch.float64, requires_grad=True)
+    per = _per_channel_bytes(x, w, offsets, groups)
+    assert torch.autograd.gradcheck(
+        lambda x, w: spectral_conv(x, w, offsets, stride=stride, groups=groups, chunk_bytes=per), (x, w))
+
+
+def test_chunked_spectral_conv_gradient_of_the_kernel_alone():
+    """With the input not requiring grad the backward still returns the chunked kernel gradient (and no input one)."""
+    torch.manual_seed(10)
+    x = torch.randn(2, 3, 12, dtype=torch.float64)
+    w = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    offsets = ([-4, 0, 3],)
+    y = spectral_conv(x, w, offsets, chunk_bytes=1)
+    (gw,) = torch.autograd.grad(y.square().sum(), w)
+    ref = direct_conv(x, scatter_dense(w, offsets))
+    (rw,) = torch.autograd.grad(ref.square().sum(), w)
+    torch.testing.assert_close(gw, rw, rtol=1e-10, atol=1e-10)
+
+
+def test_chunk_channels():
+    from nni_dash.ops.fft_conv import chunk_channels
+    assert chunk_channels(64, 1000, 16000) == 16
+    assert chunk_channels(64, 1000, 10 ** 9) == 64      # never more than there are
+    assert chunk_channels(64, 1000, 10) == 1            # never fewer than one
+
+
 def test_spectral_conv_with_no_visible_tap_gives_the_bias():
     x = torch.randn(2, 3, 4, requires_grad=True)
     w = torch.randn(5, 3, 2, requires_grad=True)

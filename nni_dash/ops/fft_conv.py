@@ -42,12 +42,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from nni_dash.ops.kernel_dft import kernel_spectrum_planes
+from nni_dash.ops.kernel_dft import kernel_spectrum_planes, pick_method
 from nni_dash.ops.rfft import cropped_irfftn, irfft_grad_scale, irfftn_leading, padded_rfftn
 
 __all__ = [
     "PADDING_MODES", "fft_conv", "spectral_conv", "fft_length", "direct_conv", "dilate_kernel", "pad_amounts",
-    "crop_kernel_to_input", "next_fast_len",
+    "crop_kernel_to_input", "next_fast_len", "KERNEL_CHUNK_BYTES", "chunk_channels",
 ]
 
 PADDING_MODES = ("same", "causal")
@@ -163,83 +163,155 @@ def _interleave(re: Tensor, im: Tensor, shape: tuple[int, ...], order: tuple[int
     return torch.view_as_complex(out)
 
 
-class _SpectralConv(torch.autograd.Function):
-    """``crop(irfftn(mix(rfftn(x), P)))`` in one node: ``Y[b, g, o, f] = sum_i X[b, g, i, f] * P[f, g, o, i]``.
+#: The kernel spectrum of one chunk of output channels is kept to about this many bytes (see :class:`_SpectralConv`).
+KERNEL_CHUNK_BYTES = 16 * 2 ** 20
 
-    ``x`` is real ``(B, C_in, *n)``; ``planes`` is ``(2, *F, G * C_out/g * C_in/g)``, the real and
-    imaginary planes of the conjugate kernel spectrum from
+
+def chunk_channels(c_out_per_group: int, per_channel_bytes: int, chunk_bytes: int) -> int:
+    """Output channels per group in one chunk: as many as fit ``chunk_bytes``, at least 1."""
+    return max(1, min(c_out_per_group, chunk_bytes // max(per_channel_bytes, 1)))
+
+
+class _SpectralConv(torch.autograd.Function):
+    """``crop(irfftn(mix(rfftn(x), P(w))))`` in one node: ``Y[b, g, o, f] = sum_i X[b, g, i, f] * P[f, g, o, i]``.
+
+    ``x`` is real ``(B, C_in, *n)``; ``weight`` is the kernel on its tap grid, ``(C_out, C_in/g, *R)``
+    with taps at ``offsets``. ``P`` is the conjugate kernel spectrum of
     :func:`nni_dash.ops.kernel_dft.kernel_spectrum_planes` (frequency first, as the matmuls read it).
 
-    Mixing runs as real batched matmuls over ``(frequency, group)`` on separate planes,
+    **Chunks.** The spectrum is ``C_out * C_in/g * M/2`` complex values, more than the input's
+    spectrum whenever ``C_out > B``, and its gradient as much again. It is therefore never built
+    whole: output channels are taken ``chunk`` per group at a time, each chunk's spectrum is
+    computed, used and dropped, and the backward recomputes it chunk by chunk (nothing
+    kernel-spectrum sized is saved between forward and backward). Each chunk's kernel gradient goes
+    back to the tap grid at once (the adjoint of the spectrum), so only a chunk of it exists at a
+    time. The input gradient accumulates over the chunks. Any chunking gives the same numbers up to
+    float summation order. The backward runs two passes over the chunks, the input gradient
+    first and then the kernel gradient, so that the input gradient's spectrum and the input's own
+    spectrum never coexist; with more than one chunk that costs one more DFT of the grid kernel.
+
+    **Mixing** runs as real batched matmuls over ``(frequency, group)`` on separate planes,
     ``(a + ib)(P_r + iP_i) = (aP_r - bP_i) + i(aP_i + bP_r)``: 4 BLAS matmuls per complex product on
     contiguous operands. (CPU complex batched matmul does not reach BLAS and is ~20x slower.)
 
-    Backward, written out instead of chained through three autograd nodes: the adjoint of the cropped
-    ``irfftn`` is ``rfftn(grad) / prod(N)`` with interior last-axis bins doubled; the adjoint of
-    ``rfftn`` halves them again, so ``grad_x = crop(irfftn(mix^T(rfftn(grad))))`` needs no per-bin
+    **Backward**, written out instead of chained through three autograd nodes: the adjoint of the
+    cropped ``irfftn`` is ``rfftn(grad) / prod(N)`` with interior last-axis bins doubled; the adjoint
+    of ``rfftn`` halves them again, so ``grad_x = crop(irfftn(mix^T(rfftn(grad))))`` needs no per-bin
     scaling at all. The kernel gradient keeps the doubling, folded into the input planes. The forward
-    saves ``x`` rather than its planes (the padded spectrum is 2-4x larger in 2-D) and the backward
-    recomputes them for the kernel gradient: one more ``rfftn`` of the input per backward, against a
-    channel mixing that costs several times that. The kernel gradient is returned as planes, in the
-    layout of ``planes``.
+    saves ``x`` and the grid kernel only; the backward recomputes the input planes (one more
+    ``rfftn``) and the kernel spectrum (one or two more DFTs of the grid kernel).
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, planes: Tensor, sizes: tuple[int, ...], groups: int) -> Tensor:
-        ndim = len(sizes)
+    def forward(ctx: Any, x: Tensor, weight: Tensor, offsets: tuple[tuple[int, ...], ...], sizes: tuple[int, ...],
+                groups: int, method: str, chunk: int) -> Tensor:
         b, c_in, spatial = x.shape[0], x.shape[1], tuple(x.shape[2:])
-        x_hat = torch.fft.rfftn(x, s=sizes, dim=tuple(range(-ndim, 0)))       # (B, C_in, *F)
-        freq = tuple(x_hat.shape[2:])
-        nf, ci = math.prod(freq), c_in // groups
-        co = planes.shape[-1] // (groups * ci)
-        xp = _planes(x_hat.reshape(b, groups, ci, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, ci)
-        del x_hat
-        (a, bi), (pr, pi) = xp.unbind(0), planes.reshape(2, nf * groups, co, ci).unbind(0)
-        y_re = torch.bmm(a, pr.mT).baddbmm_(bi, pi.mT, alpha=-1)
-        y_im = torch.bmm(a, pi.mT).baddbmm_(bi, pr.mT)
-        y_hat = _interleave(y_re, y_im, (nf, groups, b, co), (2, 1, 3, 0)).reshape(b, groups * co, *freq)
-        del y_re, y_im
-        del xp, a, bi
-        y = irfftn_leading(y_hat, sizes, spatial)
-        # Saved: the input itself, not its spectrum planes (B*C_in*n reals instead of B*C_in*M, M the
-        # padded FFT size: 2-4x less in 2-D); the kernel gradient recomputes them in the backward.
-        ctx.save_for_backward(x, planes)
-        ctx.sizes, ctx.groups, ctx.spatial, ctx.shape = sizes, groups, spatial, (b, c_in, groups * co, ci, co, freq)
+        c_out, ci, taps = weight.shape[0], weight.shape[1], tuple(weight.shape[2:])
+        co = c_out // groups
+        a, bi, freq = _input_planes(x, sizes, groups)
+        nf = math.prod(freq)
+        y_hat = x.new_empty(b, groups, co, nf, 2, dtype=x.dtype)
+        w = weight.view(groups, co, ci, *taps)
+        for lo in range(0, co, chunk):
+            hc = min(chunk, co - lo)
+            pr, pi = _chunk_planes(w, lo, hc, offsets, sizes, method).unbind(0)
+            y_re = torch.bmm(a, pr.mT).baddbmm_(bi, pi.mT, alpha=-1)      # (nf*G, B, hc)
+            y_im = torch.bmm(a, pi.mT).baddbmm_(bi, pr.mT)
+            y_hat[:, :, lo:lo + hc, :, 0] = y_re.view(nf, groups, b, hc).permute(2, 1, 3, 0)
+            y_hat[:, :, lo:lo + hc, :, 1] = y_im.view(nf, groups, b, hc).permute(2, 1, 3, 0)
+            del pr, pi, y_re, y_im
+        del a, bi
+        y = irfftn_leading(torch.view_as_complex(y_hat).view(b, c_out, *freq), sizes, spatial)
+        ctx.save_for_backward(x, weight)
+        ctx.offsets, ctx.sizes, ctx.groups, ctx.method, ctx.chunk = offsets, sizes, groups, method, chunk
+        ctx.spatial, ctx.shape = spatial, (b, c_in, ci, co, freq)
         return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        x, planes = ctx.saved_tensors
-        sizes, groups = ctx.sizes, ctx.groups
-        b, c_in, c_out, ci, co, freq = ctx.shape
-        nf = math.prod(freq)
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None, None, None]:
+        x, weight = ctx.saved_tensors
+        sizes, groups, chunk = ctx.sizes, ctx.groups, ctx.chunk
+        b, c_in, ci, co, freq = ctx.shape
+        nf, taps = math.prod(freq), tuple(weight.shape[2:])
         g_hat = torch.fft.rfftn(grad_y, s=sizes, dim=tuple(range(-len(sizes), 0)))  # (B, C_out, *F)
-        gp = _planes(g_hat.reshape(b, groups, co, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, co)
+        p, q = _planes(g_hat.reshape(b, groups, co, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, co).unbind(0)
         del g_hat
-        p, q = gp.unbind(0)
-        pr, pi = planes.reshape(2, nf * groups, co, ci).unbind(0)
-        grad_x = grad_planes = None
-        # grad_x first: its spectrum-sized temporaries are gone before the kernel-sized gradient exists
-        if ctx.needs_input_grad[0]:  # dL/da = p P_r + q P_i, dL/db = q P_r - p P_i
-            gx_re = torch.bmm(p, pr).baddbmm_(q, pi)
-            gx_im = torch.bmm(q, pr).baddbmm_(p, pi, alpha=-1)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        w = weight.view(groups, co, ci, *taps)
+        starts = range(0, co, chunk)
+        kept = None  # with one chunk, its spectrum serves both passes
+
+        def chunk_planes(lo: int) -> tuple[Tensor, Tensor]:
+            with torch.enable_grad():
+                w_c = w[:, lo:lo + chunk].detach().requires_grad_(need_w)
+                return w_c, _chunk_planes(w_c, 0, w_c.shape[1], ctx.offsets, sizes, ctx.method)
+
+        # Two passes, so the input-gradient spectrum and the input's spectrum never coexist: grad_x
+        # first (its accumulators are gone before the kernel gradient needs the input planes).
+        grad_x = None
+        if need_x:  # dL/da = p P_r + q P_i, dL/db = q P_r - p P_i
+            gx_re = gx_im = None
+            for lo in starts:
+                w_c, planes = chunk_planes(lo)
+                pr, pi = planes.detach().unbind(0)
+                pc, qc = p[..., lo:lo + chunk], q[..., lo:lo + chunk]           # (nf*G, B, hc) views
+                if gx_re is None:
+                    gx_re = torch.bmm(pc, pr).baddbmm_(qc, pi)
+                    gx_im = torch.bmm(qc, pr).baddbmm_(pc, pi, alpha=-1)
+                else:
+                    gx_re.baddbmm_(pc, pr).baddbmm_(qc, pi)
+                    gx_im.baddbmm_(qc, pr).baddbmm_(pc, pi, alpha=-1)
+                kept = (w_c, planes) if len(starts) == 1 else None
+                del pr, pi, planes, w_c
             gx_hat = _interleave(gx_re, gx_im, (nf, groups, b, ci), (2, 1, 3, 0)).reshape(b, c_in, *freq)
             del gx_re, gx_im
-            grad_x = irfftn_leading(gx_hat, sizes, ctx.spatial).contiguous()
+            grad_x = irfftn_leading(gx_hat, sizes, ctx.spatial)
             del gx_hat
-        if ctx.needs_input_grad[1]:  # dL/dP_r = p^T a + q^T b, dL/dP_i = q^T a - p^T b, laid out (C_out/g, C_in/g)
-            # the input planes again, times the irfftn-adjoint factor the kernel gradient reads
-            x_hat = torch.fft.rfftn(x, s=sizes, dim=tuple(range(-len(sizes), 0)))
-            xp = _planes(x_hat.reshape(b, groups, ci, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, ci)
-            del x_hat
-            xp.view(2, nf // freq[-1], freq[-1], -1).mul_(irfft_grad_scale(sizes, x.dtype, x.device)[:, None])
-            a, bi = xp.unbind(0)
-            grad_planes = planes.new_empty(2, nf * groups, co, ci)
-            torch.bmm(p.mT, a, out=grad_planes[0]).baddbmm_(q.mT, bi)
-            torch.bmm(q.mT, a, out=grad_planes[1]).baddbmm_(p.mT, bi, alpha=-1)
-            grad_planes = grad_planes.view(planes.shape)
-        return grad_x, grad_planes, None, None
+        grad_w = None
+        if need_w:  # dL/dP_r = p^T a + q^T b, dL/dP_i = q^T a - p^T b, laid out (hc, C_in/g)
+            a, bi, _ = _input_planes(x, sizes, groups, scale=True)  # times the irfftn-adjoint factor
+            grad_w = torch.empty_like(weight).view(groups, co, ci, *taps)
+            for lo in starts:
+                w_c, planes = kept if kept is not None else chunk_planes(lo)
+                kept = None
+                pc, qc = p[..., lo:lo + chunk], q[..., lo:lo + chunk]
+                g_planes = torch.empty_like(planes)
+                torch.bmm(pc.mT, a, out=g_planes[0]).baddbmm_(qc.mT, bi)
+                torch.bmm(qc.mT, a, out=g_planes[1]).baddbmm_(pc.mT, bi, alpha=-1)
+                (g_w,) = torch.autograd.grad(planes, w_c, g_planes)
+                grad_w[:, lo:lo + chunk] = g_w
+                del g_planes, g_w, planes, w_c
+            del a, bi
+            grad_w = grad_w.view(weight.shape)
+        return grad_x, grad_w, None, None, None, None, None
+
+
+def _input_planes(x: Tensor, sizes: tuple[int, ...], groups: int, *, scale: bool = False
+                  ) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """Real and imaginary planes ``(nf*G, B, C_in/g)`` of ``rfftn(x, s=sizes)``, and the frequency shape.
+
+    ``scale`` multiplies by the irfftn-adjoint factor of each last-axis bin (for the kernel gradient).
+    """
+    b, c_in = x.shape[0], x.shape[1]
+    x_hat = torch.fft.rfftn(x, s=sizes, dim=tuple(range(-len(sizes), 0)))       # (B, C_in, *F)
+    freq = tuple(x_hat.shape[2:])
+    nf, ci = math.prod(freq), c_in // groups
+    xp = _planes(x_hat.reshape(b, groups, ci, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, ci)
+    del x_hat
+    if scale:
+        xp.view(2, nf // freq[-1], freq[-1], -1).mul_(irfft_grad_scale(sizes, x.dtype, x.device)[:, None])
+    a, bi = xp.unbind(0)
+    return a, bi, freq
+
+
+def _chunk_planes(w: Tensor, lo: int, hc: int, offsets: tuple[tuple[int, ...], ...], sizes: tuple[int, ...],
+                  method: str) -> Tensor:
+    """Spectrum planes ``(2, nf*G, hc, C_in/g)`` of output channels ``lo..lo+hc`` of every group of ``w (G, co, ci, *R)``."""
+    g, _, ci, *taps = w.shape
+    part = w[:, lo:lo + hc].reshape(g * hc * ci, *taps)
+    planes = kernel_spectrum_planes(part, offsets, sizes, method=method)         # (2, *F, G*hc*ci)
+    return planes.view(2, -1, hc, ci)
 
 
 class _Zeros(torch.autograd.Function):
@@ -277,6 +349,7 @@ def spectral_conv(
     stride: int | Sequence[int] = 1,
     groups: int = 1,
     method: str = "auto",
+    chunk_bytes: int | None = None,
 ) -> Tensor:
     """FFT cross-correlation with a kernel given on a tap grid: ``y[i] = sum_t w[t] . x[i*stride + offsets[t]]``.
 
@@ -287,7 +360,9 @@ def spectral_conv(
     Taps with ``|offset| > n - 1`` only ever meet zeros and are dropped. The FFT length per axis is
     ``n + max(left, right)`` (``left = max(0, -min offset)``, ``right = max(0, max offset)``), rounded
     up to a 2/3/5-smooth length; the kernel spectrum comes from
-    :func:`nni_dash.ops.kernel_dft.kernel_spectrum_planes` (``method``). First-order gradients only.
+    :func:`nni_dash.ops.kernel_dft.kernel_spectrum_planes` (``method``), one chunk of output
+    channels at a time, each chunk's spectrum at most ``chunk_bytes`` (default
+    :data:`KERNEL_CHUNK_BYTES`; see :class:`_SpectralConv`). First-order gradients only.
     """
     ndim = _check(x, weight, groups, "same")
     strides = _tuple(stride, ndim, "stride")
@@ -306,15 +381,19 @@ def spectral_conv(
     sizes = tuple(next_fast_len(n + max(0, -axis[0], axis[-1])) for n, axis in zip(spatial, kept))
 
     c_out, ci = weight.shape[0], weight.shape[1]
-    planes = kernel_spectrum_planes(weight.reshape(c_out * ci, *weight.shape[2:]), kept, sizes, method=method)
     if ci == 1:  # depthwise / channel multiplier: an elementwise product per bin, in the FFT layout
+        planes = kernel_spectrum_planes(weight.reshape(c_out, *weight.shape[2:]), kept, sizes, method=method)
         b, freq = x.shape[0], planes.shape[1:-1]
         w_conj = torch.complex(planes[0], planes[1]).reshape(-1, c_out).t()           # (C_out, F)
         x_hat = padded_rfftn(x, sizes).reshape(b, groups, 1, -1)
         y_hat = (x_hat * w_conj.reshape(1, groups, c_out // groups, -1)).reshape(b, c_out, *freq)
         y = cropped_irfftn(y_hat, sizes, tuple(spatial))
     else:
-        y = _SpectralConv.apply(x, planes, sizes, groups)
+        nf = math.prod(sizes[:-1]) * (sizes[-1] // 2 + 1)
+        per_channel = 2 * nf * groups * ci * weight.element_size()  # spectrum bytes per output channel of each group
+        chunk = chunk_channels(c_out // groups, per_channel, KERNEL_CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
+        offs = tuple(tuple(axis) for axis in kept)
+        y = _SpectralConv.apply(x, weight, offs, sizes, groups, pick_method(offs, sizes) if method == "auto" else method, chunk)
     if any(st > 1 for st in strides):
         y = y[(Ellipsis, *(slice(None, None, st) for st in strides))]
     if bias is not None:
