@@ -149,18 +149,31 @@ def next_fast_len(n: int) -> int:
     return best
 
 
-def _planes(z: Tensor, order: tuple[int, ...]) -> Tensor:
-    """Complex ``z`` -> contiguous real ``(2, ...)`` (real plane, imaginary plane) in axis ``order``: one copy."""
-    return torch.view_as_real(z).permute(z.dim(), *order).contiguous()
+def _freq_major(z: Tensor, groups: int) -> Tensor:
+    """Complex spectrum ``(B, G*C, *F)`` -> contiguous complex ``(nf*G, B, C)``, frequency first: one copy.
+
+    With one group this is a 2-D transpose of the ``(B*C, nf)`` matrix, which PyTorch copies by cache
+    blocks; the real/imaginary split then runs on contiguous data (:func:`_split`). Together they
+    take half the time of one permuted copy from the FFT layout into planes.
+    """
+    b, nf = z.shape[0], math.prod(z.shape[2:])
+    c = z.shape[1] // groups
+    if groups == 1:
+        return z.reshape(b * c, nf).t().contiguous().view(nf, b, c)
+    return z.reshape(b, groups, c, nf).permute(3, 1, 0, 2).contiguous().view(nf * groups, b, c)
 
 
-def _interleave(re: Tensor, im: Tensor, shape: tuple[int, ...], order: tuple[int, ...]) -> Tensor:
-    """Planes laid out as ``shape`` -> complex tensor with axes permuted by ``order``, contiguous."""
-    out_shape = tuple(shape[i] for i in order)
-    out = re.new_empty(*out_shape, 2)
-    out[..., 0] = re.reshape(shape).permute(order)
-    out[..., 1] = im.reshape(shape).permute(order)
-    return torch.view_as_complex(out)
+def _split(t: Tensor) -> Tensor:
+    """Complex ``(..., C)`` -> contiguous real planes ``(2, ..., C)`` (real, imaginary)."""
+    return torch.view_as_real(t).movedim(-1, 0).contiguous()
+
+
+def _from_pairs(pairs: Tensor, freq: tuple[int, ...]) -> Tensor:
+    """Real ``(nf, G, B, C, 2)`` (real, imaginary) pairs -> contiguous complex spectrum ``(B, G*C, *F)``: one transpose."""
+    nf, groups, b, c, _ = pairs.shape
+    z = torch.view_as_complex(pairs)                                            # (nf, G, B, C)
+    out = z.view(nf, b * c).t().contiguous() if groups == 1 else z.permute(2, 1, 3, 0).contiguous()
+    return out.view(b, groups * c, *freq)
 
 
 #: The kernel spectrum of one chunk of output channels is kept to about this many bytes (see :class:`_SpectralConv`).
@@ -210,18 +223,20 @@ class _SpectralConv(torch.autograd.Function):
         co = c_out // groups
         a, bi, freq = _input_planes(x, sizes, groups)
         nf = math.prod(freq)
-        y_hat = x.new_empty(b, groups, co, nf, 2, dtype=x.dtype)
+        pairs = x.new_empty(nf, groups, b, co, 2)
         w = weight.view(groups, co, ci, *taps)
         for lo in range(0, co, chunk):
             hc = min(chunk, co - lo)
             pr, pi = _chunk_planes(w, lo, hc, offsets, sizes, method).unbind(0)
             y_re = torch.bmm(a, pr.mT).baddbmm_(bi, pi.mT, alpha=-1)      # (nf*G, B, hc)
             y_im = torch.bmm(a, pi.mT).baddbmm_(bi, pr.mT)
-            y_hat[:, :, lo:lo + hc, :, 0] = y_re.view(nf, groups, b, hc).permute(2, 1, 3, 0)
-            y_hat[:, :, lo:lo + hc, :, 1] = y_im.view(nf, groups, b, hc).permute(2, 1, 3, 0)
+            pairs[:, :, :, lo:lo + hc, 0] = y_re.view(nf, groups, b, hc)
+            pairs[:, :, :, lo:lo + hc, 1] = y_im.view(nf, groups, b, hc)
             del pr, pi, y_re, y_im
         del a, bi
-        y = irfftn_leading(torch.view_as_complex(y_hat).view(b, c_out, *freq), sizes, spatial)
+        y_hat = _from_pairs(pairs, freq)
+        del pairs
+        y = irfftn_leading(y_hat, sizes, spatial)
         ctx.save_for_backward(x, weight)
         ctx.offsets, ctx.sizes, ctx.groups, ctx.method, ctx.chunk = offsets, sizes, groups, method, chunk
         ctx.spatial, ctx.shape = spatial, (b, c_in, ci, co, freq)
@@ -235,7 +250,8 @@ class _SpectralConv(torch.autograd.Function):
         b, c_in, ci, co, freq = ctx.shape
         nf, taps = math.prod(freq), tuple(weight.shape[2:])
         g_hat = torch.fft.rfftn(grad_y, s=sizes, dim=tuple(range(-len(sizes), 0)))  # (B, C_out, *F)
-        p, q = _planes(g_hat.reshape(b, groups, co, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, co).unbind(0)
+        g_hat = _freq_major(g_hat, groups)
+        p, q = _split(g_hat).unbind(0)                                            # (nf*G, B, co) each
         del g_hat
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         w = weight.view(groups, co, ci, *taps)
@@ -264,8 +280,10 @@ class _SpectralConv(torch.autograd.Function):
                     gx_im.baddbmm_(qc, pr).baddbmm_(pc, pi, alpha=-1)
                 kept = (w_c, planes) if len(starts) == 1 else None
                 del pr, pi, planes, w_c
-            gx_hat = _interleave(gx_re, gx_im, (nf, groups, b, ci), (2, 1, 3, 0)).reshape(b, c_in, *freq)
+            pairs = torch.stack([gx_re, gx_im], -1).view(nf, groups, b, ci, 2)
             del gx_re, gx_im
+            gx_hat = _from_pairs(pairs, freq)
+            del pairs
             grad_x = irfftn_leading(gx_hat, sizes, ctx.spatial)
             del gx_hat
         grad_w = None
@@ -297,7 +315,8 @@ def _input_planes(x: Tensor, sizes: tuple[int, ...], groups: int, *, scale: bool
     x_hat = torch.fft.rfftn(x, s=sizes, dim=tuple(range(-len(sizes), 0)))       # (B, C_in, *F)
     freq = tuple(x_hat.shape[2:])
     nf, ci = math.prod(freq), c_in // groups
-    xp = _planes(x_hat.reshape(b, groups, ci, nf), (3, 1, 0, 2)).reshape(2, nf * groups, b, ci)
+    x_hat = _freq_major(x_hat, groups)                                           # (nf*G, B, ci); the FFT layout freed
+    xp = _split(x_hat)                                                           # (2, nf*G, B, ci)
     del x_hat
     if scale:
         xp.view(2, nf // freq[-1], freq[-1], -1).mul_(irfft_grad_scale(sizes, x.dtype, x.device)[:, None])
