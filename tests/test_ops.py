@@ -180,6 +180,18 @@ def test_cost_model_prefers_fft_for_huge_spans_and_direct_for_tiny_kernels():
     assert conv_path((32, 64, 1000), (64, 64, 3), model=model) == "direct"
 
 
+def test_cost_model_counts_only_the_real_taps_of_a_dilated_direct_conv():
+    """k=3 at dilation 4 ("same", span 9): 3 taps when the input reaches all of them, 1 when n=3 (offsets -4, 0, 4)."""
+    model = CostModel(c_dilated=2.5)
+    assert model.costs((1, 1, 10), (1, 1, 3), dilation=4)[0] == 10 * 3 * 2.5
+    assert model.costs((1, 1, 3), (1, 1, 3), dilation=4)[0] == 3 * 1 * 2.5
+    assert model.costs((1, 1, 10), (1, 1, 9))[0] == 10 * 9  # the same span, dense: every tap
+    # 2-D: 9x9 at dilation 15 on 64x64 multiplies 81 taps per output, not 121x121
+    assert model.costs((1, 1, 64, 64), (1, 1, 9, 9), dilation=15)[0] == 64 * 64 * 9 * 9 * 2.5
+    # the FFT side sees the span either way
+    assert model.costs((1, 1, 10), (1, 1, 3), dilation=4)[1] == model.costs((1, 1, 10), (1, 1, 9))[1]
+
+
 def test_next_fast_len():
     for n in (1, 7, 97, 121, 1000, 1021, 4097):
         m = next_fast_len(n)

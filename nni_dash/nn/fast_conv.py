@@ -56,10 +56,9 @@ class _FFTMixin:
         cache = self.__dict__.setdefault("_fft_paths", {})
         key = tuple(x.shape)
         if key not in cache:
-            spans = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation)]
-            w_shape = (self.out_channels, self.in_channels // self.groups, *spans)
+            w_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
             cache[key] = conv_path(x.shape, w_shape, groups=self.groups, stride=self.stride[0],
-                                   padding=self._fft_padding)
+                                   padding=self._fft_padding, dilation=self.dilation)
         return cache[key]
 
     def forward(self, x: Tensor) -> Tensor:
