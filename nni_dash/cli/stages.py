@@ -294,14 +294,19 @@ class Run:
                       tuner=t.tuner, max_trials=t.max_trials, trial_epochs=t.trial_epochs, trial_steps=trial_steps,
                       deadline=deadline, folds=folds, trial_batch_fraction=t.trial_batch_fraction,
                       batch_size=batch_size, early_stop=t.early_stop, recipe=self._recipe(), on_trial=on_trial,
+                      prefer="backbone" if isinstance(candidates, dict) and t.prefer_backbone else None,
                       **self._common())
         if tb is not None:
             tb.finalize("success")
         self.tuned = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in result.best.items()}
         if isinstance(candidates, dict) and "searched" in candidates:
-            self.echo(f"tune: kept the {self.tuned.get('architecture')} architecture ({result.selected_on})")
+            pref = result.preference or {}
+            margin = (f"; searched - backbone = {pref['difference']:+.4f} ± {pref['standard_error']:.4f} (1 SE) over "
+                      f"the folds" if pref.get("difference") is not None else "")
+            self.echo(f"tune: kept the {self.tuned.get('architecture')} architecture ({result.selected_on}{margin})")
         self.log.stage("tune", {"tuner": t.tuner, "best": self.tuned, "best_score": result.best_score,
                                 "selected_on": result.selected_on, "folds": result.folds,
+                                "preference": result.preference,
                                 "trial_steps": trial_steps, "batch_size": batch_size,
                                 "trials": result.trials, "seconds": result.seconds})
         if self.main:
@@ -324,7 +329,7 @@ class Run:
         source = "tuned" if self.tuned else "config"
         recipe.update({k: float(v) for k, v in (self.tuned or {}).items() if k in recipe})
         if (self.tuned or {}).get("architecture") == "backbone":
-            source += ", the backbone's kernels (scored better than the searched ones)"
+            source += ", the backbone's kernels (the searched ones did not beat them by more than one standard error)"
         data = refit_view(self.data) if r.refit else self.data
         n = len(data.x_train)
         batch_size = r.batch_size or auto_batch_size(n)

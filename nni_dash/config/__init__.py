@@ -84,6 +84,7 @@ class TuneConfig:
     trial_batch_fraction: float = 1.0
     early_stop: bool = True                                          # GridSearch: skip smaller lrs (reference)
     compare_backbone: bool = True                                    # also score the backbone's own kernels
+    prefer_backbone: bool = True                                     # ...and keep them unless beaten by > 1 SE (CV)
 
 
 @dataclasses.dataclass

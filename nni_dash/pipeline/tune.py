@@ -17,6 +17,14 @@ A trial's score is the task metric; ties (frequent on small sets, where accuracy
 steps) are broken by the mean validation loss. The pick says so in :attr:`TuneResult.selected_on`.
 The test split is never used.
 
+**Preferring a default architecture** (``prefer``). Picking the best of several noisy CV scores
+favours whichever candidate got lucky (the winner's curse), and on a few dozen series the folds
+differ by more than the architectures do. With ``prefer`` (the pipeline passes the backbone's own
+kernels) and cross-validation, the preferred architecture is kept unless another one's best trial
+beats the preferred one's best trial by more than one standard error of their paired per-fold
+differences: the one-standard-error rule of model selection (Breiman et al., *Classification and
+Regression Trees*, 1984, section 3.4.3), with the hand-designed network as the simple model.
+
 **Length.** Each run trains ``trial_epochs`` epochs, or a :class:`~nni_dash.budget.StepBudget` of
 ``trial_steps`` steps. With a ``deadline`` each run gets an equal share of the time left, and the
 tuner stops starting trials once a run could not take :data:`MIN_RUN_STEPS` steps in its share. With
@@ -40,7 +48,7 @@ from nni_dash.tasks.metrics import higher_is_better
 from nni_dash.tasks.splits import class_counts, fold_view, kfold, pooled
 
 __all__ = ["DEFAULT_GRID", "REFERENCE_GRID", "TUNERS", "TUNED_KEYS", "TuneResult", "make_tuner", "tune", "auto_folds",
-           "CV_FOLDS", "HOLDOUT_MIN_VAL", "HOLDOUT_MIN_PER_CLASS", "MIN_RUN_STEPS", "ARCHITECTURE_KEY"]
+           "CV_FOLDS", "HOLDOUT_MIN_VAL", "HOLDOUT_MIN_PER_CLASS", "MIN_RUN_STEPS", "ARCHITECTURE_KEY", "one_se_rule"]
 
 DEFAULT_GRID: dict[str, dict[str, Any]] = {
     "learning_rate": {"_type": "choice", "_value": [3e-3, 1e-3, 3e-4]},
@@ -73,6 +81,8 @@ class TuneResult:
     seconds: float
     folds: int = 1
     selected_on: str = ""
+    #: ``prefer``'s outcome: the architectures compared, the paired fold difference and its standard error
+    preference: dict[str, Any] | None = None
 
 
 def make_tuner(name: str, *, maximize: bool, seed: int = 0) -> Any:
@@ -130,7 +140,7 @@ def tune(data: TaskData, sample: dict[str, str] | dict[str, dict[str, str]], *, 
          search_space: dict[str, dict[str, Any]] | None = None, tuner: str = "GridSearch", max_trials: int = 24,
          trial_epochs: int = 3, trial_steps: int | None = None, deadline: float | None = None,
          folds: int | None = 1, trial_batch_fraction: float = 1.0, batch_size: int = 64, seed: int = 0,
-         early_stop: bool = True, recipe: dict[str, Any] | None = None,
+         early_stop: bool = True, recipe: dict[str, Any] | None = None, prefer: str | None = None,
          trainer_kwargs: dict[str, Any] | None = None,
          on_trial: Callable[[int, dict[str, Any], float], None] | None = None) -> TuneResult:
     """Tune the retrain hyperparameters of ``sample`` on ``data`` (see module docstring).
@@ -139,6 +149,8 @@ def tune(data: TaskData, sample: dict[str, str] | dict[str, dict[str, str]], *, 
     the backbone's hand-designed one): the names become one more tuned key, ``"architecture"``,
     scored on the same folds as the hyperparameters.
     ``folds``: 1 (the val split), ``k`` (k-fold CV over train+val) or None (:func:`auto_folds`).
+    ``prefer``: the name of the architecture kept unless another wins by more than one standard error
+    (module docstring); applies with cross-validation only.
     ``recipe``: fixed retrain settings of every trial (optimizer, label_smoothing, schedule,
     warmup_fraction, weight_decay...), overridden by the tuned keys. ``trainer_kwargs`` go to each
     trial's Lightning ``Trainer``; ``on_trial(index, params, score)`` is called after every trial.
@@ -214,4 +226,41 @@ def tune(data: TaskData, sample: dict[str, str] | dict[str, dict[str, str]], *, 
         best.pop(ARCHITECTURE_KEY, None)
     where = "the val split" if folds == 1 else f"{folds}-fold cross-validation over train+val"
     selected_on = f"mean val {data.metric} on {where} (ties: lowest mean val loss); the test split is not used"
-    return TuneResult(best, float(best_score), trials, time.perf_counter() - start, folds, selected_on)
+    preference = None
+    if prefer is not None and len(architectures) > 1 and folds > 1:
+        if prefer not in architectures:
+            raise ConfigError(f"tune: prefer={prefer!r} is not one of the architectures {', '.join(architectures)}")
+        preference = one_se_rule(trials, prefer, best, maximize=maximize)
+        if preference["kept"] == prefer and best.get(ARCHITECTURE_KEY) != prefer:
+            pick = preference["preferred_trial"]
+            best, best_score = dict(trials[pick]["params"]), trials[pick]["score"]
+        selected_on += (f"; the {prefer} architecture is kept unless another beats it by more than one standard "
+                        f"error of the paired fold differences (one-SE rule)")
+    return TuneResult(best, float(best_score), trials, time.perf_counter() - start, folds, selected_on, preference)
+
+
+def one_se_rule(trials: list[dict[str, Any]], prefer: str, best: dict[str, Any], *, maximize: bool) -> dict[str, Any]:
+    """Keep ``prefer`` unless ``best`` (the best trial overall) beats ``prefer``'s best trial by > 1 SE of the paired folds.
+
+    ``trials`` as :func:`tune` records them (``params``, ``score``, ``loss``, ``fold_scores``). Returns
+    ``{"kept", "challenger", "difference", "standard_error", "preferred_trial"}``: ``difference`` is the
+    mean over folds of (challenger - preferred), oriented so that positive favours the challenger.
+    """
+    def rank(t: dict[str, Any]) -> tuple[float, float]:
+        return (t["score"] if maximize else -t["score"], -t["loss"])
+
+    scored = [(i, t) for i, t in enumerate(trials) if t.get("score") is not None]
+    mine = [(i, t) for i, t in scored if t["params"].get(ARCHITECTURE_KEY) == prefer]
+    challenger = best.get(ARCHITECTURE_KEY)
+    out: dict[str, Any] = {"kept": challenger, "challenger": challenger, "difference": None,
+                           "standard_error": None, "preferred_trial": None}
+    if not mine or challenger == prefer:
+        out["kept"] = prefer if challenger == prefer else challenger
+        return out
+    pick, preferred = max(mine, key=lambda it: rank(it[1]))
+    top = max((t for _, t in scored if t["params"].get(ARCHITECTURE_KEY) == challenger), key=rank)
+    diff = np.asarray(top["fold_scores"], dtype=float) - np.asarray(preferred["fold_scores"], dtype=float)
+    diff = diff if maximize else -diff
+    mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    out.update(difference=mean, standard_error=se, preferred_trial=pick, kept=challenger if mean > se else prefer)
+    return out

@@ -1,0 +1,53 @@
+"""The one-standard-error rule that keeps the backbone's kernels unless the searched ones clearly win."""
+import pytest
+
+from nni_dash.backbones import default_sample
+from nni_dash.errors import ConfigError
+from nni_dash.pipeline import tune
+from nni_dash.pipeline.tune import one_se_rule
+from nni_dash.tasks import create_task
+
+
+def trial(arch, lr, folds, loss=0.5):
+    return {"params": {"architecture": arch, "learning_rate": lr}, "score": sum(folds) / len(folds), "loss": loss,
+            "fold_scores": list(folds)}
+
+
+def test_a_consistent_win_on_every_fold_keeps_the_searched_architecture():
+    trials = [trial("searched", 1e-3, [0.90, 0.92, 0.91]), trial("backbone", 1e-3, [0.80, 0.83, 0.81]),
+              trial("backbone", 3e-4, [0.70, 0.70, 0.72])]
+    out = one_se_rule(trials, "backbone", trials[0]["params"], maximize=True)
+    assert out["kept"] == "searched" and out["challenger"] == "searched"
+    assert out["difference"] == pytest.approx(0.0967, abs=1e-4)
+    assert out["preferred_trial"] == 1  # compared against the backbone's best trial, not its first
+
+
+def test_a_win_within_the_fold_noise_keeps_the_backbone():
+    # mean difference +0.033, but the folds disagree: differences +0.25, -0.15, 0.0 (SE 0.117)
+    trials = [trial("searched", 1e-3, [0.90, 0.60, 0.75]), trial("backbone", 3e-3, [0.65, 0.75, 0.75])]
+    out = one_se_rule(trials, "backbone", trials[0]["params"], maximize=True)
+    assert out["kept"] == "backbone" and out["preferred_trial"] == 1
+    assert out["difference"] == pytest.approx(1 / 30) and out["standard_error"] == pytest.approx(0.1167, abs=1e-4)
+
+
+def test_for_a_metric_to_minimise_lower_fold_scores_are_the_win():
+    trials = [trial("searched", 1e-3, [0.10, 0.11, 0.12]), trial("backbone", 1e-3, [0.20, 0.22, 0.21])]
+    assert one_se_rule(trials, "backbone", trials[0]["params"], maximize=False)["kept"] == "searched"
+    assert one_se_rule(trials, "searched", trials[1]["params"], maximize=False)["kept"] == "searched"
+
+
+def test_identical_candidates_keep_the_preferred_one_through_tune():
+    """Two names for the same CNN score the same on every fold: whatever the tie-break picked, the backbone stays."""
+    data = create_task("digits")
+    args = dict(depth=10, kernel_sizes=(3,), dilations=(1,))
+    sample = default_sample("wrn", in_channels=1, num_outputs=10, **args)
+    space = {"learning_rate": {"_type": "choice", "_value": [0.05]}}
+    common = dict(backbone="wrn", backbone_args=args, search_space=space, trial_epochs=1, trial_batch_fraction=0.3,
+                  folds=2)
+    result = tune(data, {"searched": sample, "backbone": dict(sample)}, prefer="backbone", **common)
+    assert result.best["architecture"] == "backbone"
+    assert result.preference["difference"] == 0.0 and "one-SE rule" in result.selected_on
+    scores = {t["params"]["architecture"]: t["fold_scores"] for t in result.trials}
+    assert scores["searched"] == scores["backbone"]
+    with pytest.raises(ConfigError, match="prefer='resnet'.*searched, backbone"):
+        tune(data, {"searched": sample, "backbone": dict(sample)}, prefer="resnet", **common)
