@@ -19,7 +19,7 @@ the supernet's pass time with n (1-D) against ``n log n`` and, for ``largest+fft
 (the supernet's per-layer picks are in ``op_speed.md``).
 
     python -m benchmarks.step_cost                 # writes benchmarks/results/step_cost.md
-    python -m benchmarks.step_cost --quick         # the two target shapes only
+    python -m benchmarks.step_cost --quick --out benchmarks/results/step_cost_quick.md   # the target shapes only
 """
 from __future__ import annotations
 
@@ -204,15 +204,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="only " + ", ".join(QUICK))
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--out", type=Path, default=MD_PATH, help="report file; the records go beside it as .json")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(*args.one, reps=args.reps, threads=args.threads)))
         return
     shapes = list(QUICK if args.quick else SHAPES)
     records = run_all(shapes, args.reps, args.threads, args.timeout)
-    (RESULTS / "step_cost.json").write_text(json.dumps(records, indent=1))
-    MD_PATH.write_text(report(records, sys.argv[1:], args.threads))
-    print(MD_PATH.read_text())
+    args.out.with_suffix(".json").write_text(json.dumps(records, indent=1))
+    args.out.write_text(report(records, sys.argv[1:], args.threads))
+    print(args.out.read_text())
 
 
 if __name__ == "__main__":
