@@ -47,6 +47,19 @@ def test_kernel_dft_gradcheck(offsets, sizes):
     assert torch.autograd.gradcheck(lambda w: kernel_spectrum_planes(w, offsets, sizes, method="dft"), (w,))
 
 
+@pytest.mark.parametrize("offsets,sizes", CASES)
+@pytest.mark.parametrize("method", ["dft", "fft"])
+def test_kernel_spectrum_adjoint_is_the_gradient_of_the_spectrum(offsets, sizes, method):
+    from nni_dash.ops.kernel_dft import kernel_spectrum_adjoint
+    torch.manual_seed(11)
+    w = torch.randn(4, *[len(o) for o in offsets], dtype=torch.float64, requires_grad=True)
+    planes = kernel_spectrum_planes(w, offsets, sizes, method=method)
+    g = torch.randn_like(planes)
+    (ref,) = torch.autograd.grad(planes, w, g)
+    got = kernel_spectrum_adjoint(g, offsets, sizes, tuple(w.shape), method=method)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
 def test_pick_method_prefers_dft_for_sparse_grids_and_fft_for_long_dense_kernels():
     assert pick_method([range(-30, 31, 3)], (1152,)) == "dft"          # 21 taps over a 1152-point FFT
     assert pick_method([range(-500, 501)], (1536,)) == "fft"           # 1001 dense taps

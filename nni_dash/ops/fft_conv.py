@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from nni_dash.ops.kernel_dft import kernel_spectrum_planes, pick_method
+from nni_dash.ops.kernel_dft import kernel_spectrum_adjoint, kernel_spectrum_planes, pick_method
 from nni_dash.ops.rfft import cropped_irfftn, irfft_grad_scale, irfftn_leading, padded_rfftn
 
 __all__ = [
@@ -195,13 +195,12 @@ class _SpectralConv(torch.autograd.Function):
     **Chunks.** The spectrum is ``C_out * C_in/g * M/2`` complex values, more than the input's
     spectrum whenever ``C_out > B``, and its gradient as much again. It is therefore never built
     whole: output channels are taken ``chunk`` per group at a time, each chunk's spectrum is
-    computed, used and dropped, and the backward recomputes it chunk by chunk (nothing
-    kernel-spectrum sized is saved between forward and backward). Each chunk's kernel gradient goes
-    back to the tap grid at once (the adjoint of the spectrum), so only a chunk of it exists at a
-    time. The input gradient accumulates over the chunks. Any chunking gives the same numbers up to
-    float summation order. The backward runs two passes over the chunks, the input gradient
-    first and then the kernel gradient, so that the input gradient's spectrum and the input's own
-    spectrum never coexist; with more than one chunk that costs one more DFT of the grid kernel.
+    computed, used and dropped, and nothing kernel-spectrum sized is saved between forward and
+    backward. The backward runs two passes over the chunks, so that the input gradient's spectrum
+    and the input's own spectrum never coexist: the input gradient first (it recomputes each chunk's
+    spectrum: one more DFT of the grid kernel), then the kernel gradient, whose spectrum-sized part
+    goes back to the tap grid chunk by chunk through the DFT's adjoint (linear, so it needs no
+    spectrum). Any chunking gives the same numbers up to float summation order.
 
     **Mixing** runs as real batched matmuls over ``(frequency, group)`` on separate planes,
     ``(a + ib)(P_r + iP_i) = (aP_r - bP_i) + i(aP_i + bP_r)``: 4 BLAS matmuls per complex product on
@@ -212,7 +211,7 @@ class _SpectralConv(torch.autograd.Function):
     of ``rfftn`` halves them again, so ``grad_x = crop(irfftn(mix^T(rfftn(grad))))`` needs no per-bin
     scaling at all. The kernel gradient keeps the doubling, folded into the input planes. The forward
     saves ``x`` and the grid kernel only; the backward recomputes the input planes (one more
-    ``rfftn``) and the kernel spectrum (one or two more DFTs of the grid kernel).
+    ``rfftn``) and the kernel spectrum (one more DFT of the grid kernel).
     """
 
     @staticmethod
@@ -256,30 +255,22 @@ class _SpectralConv(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         w = weight.view(groups, co, ci, *taps)
         starts = range(0, co, chunk)
-        kept = None  # with one chunk, its spectrum serves both passes
-
-        def chunk_planes(lo: int) -> tuple[Tensor, Tensor]:
-            with torch.enable_grad():
-                w_c = w[:, lo:lo + chunk].detach().requires_grad_(need_w)
-                return w_c, _chunk_planes(w_c, 0, w_c.shape[1], ctx.offsets, sizes, ctx.method)
-
-        # Two passes, so the input-gradient spectrum and the input's spectrum never coexist: grad_x
+        # Two passes, so the input-gradient spectrum and the input's own spectrum never coexist: grad_x
         # first (its accumulators are gone before the kernel gradient needs the input planes).
         grad_x = None
         if need_x:  # dL/da = p P_r + q P_i, dL/db = q P_r - p P_i
             gx_re = gx_im = None
             for lo in starts:
-                w_c, planes = chunk_planes(lo)
-                pr, pi = planes.detach().unbind(0)
-                pc, qc = p[..., lo:lo + chunk], q[..., lo:lo + chunk]           # (nf*G, B, hc) views
+                hc = min(chunk, co - lo)
+                pr, pi = _chunk_planes(w, lo, hc, ctx.offsets, sizes, ctx.method).unbind(0)
+                pc, qc = p[..., lo:lo + hc], q[..., lo:lo + hc]                 # (nf*G, B, hc) views
                 if gx_re is None:
                     gx_re = torch.bmm(pc, pr).baddbmm_(qc, pi)
                     gx_im = torch.bmm(qc, pr).baddbmm_(pc, pi, alpha=-1)
                 else:
                     gx_re.baddbmm_(pc, pr).baddbmm_(qc, pi)
                     gx_im.baddbmm_(qc, pr).baddbmm_(pc, pi, alpha=-1)
-                kept = (w_c, planes) if len(starts) == 1 else None
-                del pr, pi, planes, w_c
+                del pr, pi
             pairs = torch.stack([gx_re, gx_im], -1).view(nf, groups, b, ci, 2)
             del gx_re, gx_im
             gx_hat = _from_pairs(pairs, freq)
@@ -287,21 +278,22 @@ class _SpectralConv(torch.autograd.Function):
             grad_x = irfftn_leading(gx_hat, sizes, ctx.spatial)
             del gx_hat
         grad_w = None
-        if need_w:  # dL/dP_r = p^T a + q^T b, dL/dP_i = q^T a - p^T b, laid out (hc, C_in/g)
+        if need_w:  # dL/dP_r = p^T a + q^T b, dL/dP_i = q^T a - p^T b, laid out (hc, C_in/g); then the DFT's adjoint
             a, bi, _ = _input_planes(x, sizes, groups, scale=True)  # times the irfftn-adjoint factor
             grad_w = torch.empty_like(weight).view(groups, co, ci, *taps)
             for lo in starts:
-                w_c, planes = kept if kept is not None else chunk_planes(lo)
-                kept = None
-                pc, qc = p[..., lo:lo + chunk], q[..., lo:lo + chunk]
-                g_planes = torch.empty_like(planes)
+                hc = min(chunk, co - lo)
+                pc, qc = p[..., lo:lo + hc], q[..., lo:lo + hc]
+                g_planes = a.new_empty(2, a.shape[0], hc, ci)
                 torch.bmm(pc.mT, a, out=g_planes[0]).baddbmm_(qc.mT, bi)
                 torch.bmm(qc.mT, a, out=g_planes[1]).baddbmm_(pc.mT, bi, alpha=-1)
-                (g_w,) = torch.autograd.grad(planes, w_c, g_planes)
-                grad_w[:, lo:lo + chunk] = g_w
-                del g_planes, g_w, planes, w_c
+                g_w = kernel_spectrum_adjoint(g_planes.view(2, *freq, groups * hc * ci), ctx.offsets, sizes,
+                                              (groups * hc * ci, *taps), method=ctx.method)
+                grad_w[:, lo:lo + hc] = g_w.view(groups, hc, ci, *taps)
+                del g_planes, g_w
             del a, bi
             grad_w = grad_w.view(weight.shape)
+        del p, q
         return grad_x, grad_w, None, None, None, None, None
 
 

@@ -40,7 +40,7 @@ from torch.autograd.function import once_differentiable
 
 from nni_dash.ops.rfft import padded_rfftn
 
-__all__ = ["DFT_COST_RATIO", "kernel_spectrum_planes", "dft_cost", "pick_method"]
+__all__ = ["DFT_COST_RATIO", "kernel_spectrum_planes", "kernel_spectrum_adjoint", "dft_cost", "pick_method"]
 
 #: ``"auto"`` uses the DFT matmuls while their multiply-adds per channel are below this many ``M log2 M``.
 DFT_COST_RATIO = 30.0
@@ -116,17 +116,23 @@ class _KernelDFT(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        mats = _dft_matrices(ctx.offsets, ctx.sizes, grad.dtype, grad.device)
-        c, taps, freqs = ctx.shape[0], list(ctx.shape[1:]), _freqs(ctx.sizes)
-        g = grad.contiguous()
-        rest = math.prod(freqs[1:]) * c
-        for a in range(len(taps) - 1):
-            batch = math.prod(taps[:a])
-            g = torch.bmm(mats[a].mT.expand(batch, -1, -1), g.reshape(batch, 2 * freqs[a], rest))  # (.., R_a, 2, ..)
-            rest //= freqs[a + 1]
-        lead = math.prod(taps[:-1])
-        gk = torch.bmm(g.reshape(lead, 2 * freqs[-1], c).mT, mats[-1].expand(lead, -1, -1))  # (lead, C, R_n)
-        return gk.transpose(0, 1).reshape(ctx.shape), None, None
+        return _dft_adjoint(grad, ctx.offsets, ctx.sizes, ctx.shape), None, None
+
+
+def _dft_adjoint(grad: Tensor, offsets: tuple[tuple[int, ...], ...], sizes: tuple[int, ...],
+                 shape: tuple[int, ...]) -> Tensor:
+    """The transpose of :class:`_KernelDFT`: planes-shaped ``grad (2, *F, C)`` -> weight-shaped ``(C, *R)``."""
+    mats = _dft_matrices(offsets, sizes, grad.dtype, grad.device)
+    c, taps, freqs = shape[0], list(shape[1:]), _freqs(sizes)
+    g = grad.contiguous()
+    rest = math.prod(freqs[1:]) * c
+    for a in range(len(taps) - 1):
+        batch = math.prod(taps[:a])
+        g = torch.bmm(mats[a].mT.expand(batch, -1, -1), g.reshape(batch, 2 * freqs[a], rest))  # (.., R_a, 2, ..)
+        rest //= freqs[a + 1]
+    lead = math.prod(taps[:-1])
+    gk = torch.bmm(g.reshape(lead, 2 * freqs[-1], c).mT, mats[-1].expand(lead, -1, -1))  # (lead, C, R_n)
+    return gk.transpose(0, 1).reshape(shape)
 
 
 def _frame_index(offsets: Sequence[Sequence[int]], sizes: Sequence[int], device: torch.device) -> Tensor:
@@ -145,6 +151,25 @@ def _fft_planes(weight: Tensor, offsets: Sequence[Sequence[int]], sizes: Sequenc
     spec = torch.view_as_real(padded_rfftn(frame.view(c, *sizes), tuple(sizes)))  # (C, *F, 2)
     planes = spec.permute(ndim + 1, *range(1, ndim + 1), 0)                     # (2, *F, C)
     return torch.stack([planes[0], -planes[1]]).contiguous()                    # conjugate
+
+
+def kernel_spectrum_adjoint(grad: Tensor, offsets: Sequence[Sequence[int]], sizes: Sequence[int],
+                            shape: Sequence[int], *, method: str = "auto") -> Tensor:
+    """The gradient w.r.t. a ``shape`` weight of :func:`kernel_spectrum_planes`, given the planes' gradient ``grad``.
+
+    The map is linear, so this needs no weight: ``"dft"`` runs the transposed matmuls; ``"fft"``
+    (autograd's backward of the frame route) differentiates it at a zero weight.
+    """
+    offs = tuple(tuple(int(o) for o in axis) for axis in offsets)
+    if method == "auto":
+        method = pick_method(offs, sizes)
+    if method == "dft":
+        return _dft_adjoint(grad, offs, tuple(sizes), tuple(shape))
+    if method == "fft":
+        with torch.enable_grad():
+            w0 = grad.new_zeros(tuple(shape), requires_grad=True)
+            return torch.autograd.grad(_fft_planes(w0, offs, sizes), w0, grad)[0]
+    raise ValueError(f"method={method!r}: allowed values are 'auto', 'dft', 'fft'")
 
 
 def kernel_spectrum_planes(weight: Tensor, offsets: Sequence[Sequence[int]], sizes: Sequence[int], *,
