@@ -9,8 +9,9 @@ The cost model counts multiply-adds:
   for ``M = prod(FFT sizes)`` (``M/2`` complex bins of the real FFT, 4 real multiply-adds each),
 
 with the constants below calibrated for forward+backward on CPU (oneDNN direct conv vs. MKL FFTs +
-planar BLAS channel mixing; 2-core AMD EPYC, torch 2.13: ``python -m benchmarks.op_speed --calibrate``,
-table in ``benchmarks/results/op_speed.md``). The calibration runs dense kernels; for DASH's sparse
+planar BLAS channel mixing; 2-core Intel Xeon, torch 2.13, 88 shapes including the dilated layers of
+ResNet1D and WRN-16-1, 76 picked right: ``python -m benchmarks.op_speed --quick --calibrate``, table in
+``benchmarks/results/op_speed_quick.md``). For DASH's sparse
 aggregated kernel the FFT path computes the kernel spectrum by DFT matmuls on the tap grid
 (:mod:`nni_dash.ops.kernel_dft`), which costs less than the ``C_out*C_in/g * M log M`` term charges, so
 the model errs towards the direct path there. A wrong guess costs only time: both paths give the
@@ -32,7 +33,7 @@ from nni_dash.ops.kernel_mix import KernelBank, frame_size, aggregate_kernels, a
 __all__ = ["CostModel", "DEFAULT_COST_MODEL", "C_DILATED", "conv_path", "conv", "mixed_conv"]
 
 #: Extra cost per multiply-add of a dilated direct convolution over an undilated one (strided reads).
-C_DILATED = 2.0
+C_DILATED = 1.5
 
 
 class CostModel:
@@ -50,7 +51,7 @@ class CostModel:
         Cost of one multiply-add of a dilated direct convolution relative to an undilated one.
     """
 
-    def __init__(self, *, c_fft: float = 0.4, c_mix: float = 5.0, fft_overhead: float = 5.6e6,
+    def __init__(self, *, c_fft: float = 0.2, c_mix: float = 12.6, fft_overhead: float = 1.78e6,
                  c_dilated: float = C_DILATED) -> None:
         self.c_fft = c_fft
         self.c_mix = c_mix
