@@ -329,7 +329,7 @@ class Run:
         source = "tuned" if self.tuned else "config"
         recipe.update({k: float(v) for k, v in (self.tuned or {}).items() if k in recipe})
         if (self.tuned or {}).get("architecture") == "backbone":
-            source += ", the backbone's kernels (the searched ones did not beat them by more than one standard error)"
+            source += ", the backbone's kernels (the searched ones did not beat them in tuning; tune: selected_on)"
         data = refit_view(self.data) if r.refit else self.data
         n = len(data.x_train)
         batch_size = r.batch_size or auto_batch_size(n)
