@@ -43,8 +43,7 @@ def irfftn_leading(z: Tensor, sizes: Sequence[int], keep: Sequence[int], norm: s
     ndim = len(sizes)
     lead, freq = tuple(z.shape[:-ndim]), tuple(z.shape[-ndim:])
     rows = z.reshape(-1, *freq)
-    real_dtype = torch.empty((), dtype=z.dtype).real.dtype
-    out = torch.empty(*lead, *keep, dtype=real_dtype, device=z.device)
+    out = torch.empty(*lead, *keep, dtype=z.real.dtype, device=z.device)
     out_rows = out.view(-1, *keep)
     step = max(1, BLOCK_BYTES // max(1, z.element_size() * math.prod(freq)))
     for lo in range(0, rows.shape[0], step):

@@ -177,10 +177,9 @@ def _input_planes(x: Tensor, sizes: tuple[int, ...], groups: int, *, scale: bool
 
     ``scale`` multiplies by the irfftn-adjoint factor of each last-axis bin (for the kernel gradient).
     """
-    b, c_in = x.shape[0], x.shape[1]
     x_hat = torch.fft.rfftn(x, s=sizes, dim=tuple(range(-len(sizes), 0)))       # (B, C_in, *F)
     freq = tuple(x_hat.shape[2:])
-    nf, ci = math.prod(freq), c_in // groups
+    nf = math.prod(freq)
     x_hat = _freq_major(x_hat, groups)                                           # (nf*G, B, ci); the FFT layout freed
     xp = _split(x_hat)                                                           # (2, nf*G, B, ci)
     del x_hat
