@@ -1,10 +1,14 @@
-"""The one-standard-error rule that keeps the backbone's kernels unless the searched ones clearly win."""
+"""Tuning's pick: the one-standard-error rule that keeps the backbone's kernels unless the searched ones clearly
+win, and the fallback to the defaults when no trial beats a constant prediction."""
+import dataclasses
+
+import numpy as np
 import pytest
 
 from nni_dash.backbones import default_sample
 from nni_dash.errors import ConfigError
 from nni_dash.pipeline import tune
-from nni_dash.pipeline.tune import one_se_rule
+from nni_dash.pipeline.tune import above_floor, constant_floor, one_se_rule
 from nni_dash.tasks import create_task
 
 
@@ -47,7 +51,35 @@ def test_identical_candidates_keep_the_preferred_one_through_tune():
     result = tune(data, {"searched": sample, "backbone": dict(sample)}, prefer="backbone", **common)
     assert result.best["architecture"] == "backbone"
     assert result.preference["difference"] == 0.0 and "one-SE rule" in result.selected_on
+    assert result.floor["learned"] and "constant prediction" not in result.selected_on
     scores = {t["params"]["architecture"]: t["fold_scores"] for t in result.trials}
     assert scores["searched"] == scores["backbone"]
     with pytest.raises(ConfigError, match="prefer='resnet'.*searched, backbone"):
         tune(data, {"searched": sample, "backbone": dict(sample)}, prefer="resnet", **common)
+
+
+def test_the_floor_is_the_best_constant_prediction_on_each_fold():
+    data = create_task("digits")
+    views = [dataclasses.replace(data, y_val=np.array([0, 0, 1, 2])), dataclasses.replace(data, y_val=np.array([3, 4]))]
+    assert constant_floor(views) == [0.5, 0.5]
+
+
+def test_a_margin_within_one_standard_error_of_the_floor_is_not_learning():
+    assert not above_floor([0.03, 0.02, 0.0], [0.02, 0.02, 0.02])["learned"]  # margins +0.01, 0, -0.02
+    out = above_floor([0.70, 0.75, 0.80], [0.5, 0.5, 0.5])
+    assert out["learned"] and out["margin"] == pytest.approx(0.25)
+    assert not above_floor([0.5], [0.5])["learned"] and above_floor([0.51], [0.5])["learned"]
+
+
+def test_trials_that_cannot_learn_fall_back_to_the_defaults():
+    """Constant inputs make every trial a constant predictor: none beats the floor, so the recipe's lr is kept."""
+    data = create_task("digits")
+    data = dataclasses.replace(data, x_train=np.zeros_like(data.x_train), x_val=np.zeros_like(data.x_val))
+    args = dict(depth=10, kernel_sizes=(3,), dilations=(1,))
+    sample = default_sample("wrn", in_channels=1, num_outputs=10, **args)
+    space = {"learning_rate": {"_type": "choice", "_value": [0.05, 0.01]}}
+    result = tune(data, sample, backbone="wrn", backbone_args=args, search_space=space, trial_epochs=1,
+                  trial_batch_fraction=0.2, folds=2, recipe={"learning_rate": 0.01}, early_stop=False)
+    assert not result.floor["learned"] and result.floor["margin"] <= 1e-12
+    assert result.best == {"learning_rate": 0.01} and result.floor["fallback"] == {"learning_rate": 0.01}
+    assert "defaults were kept" in result.selected_on

@@ -304,9 +304,16 @@ class Run:
             margin = (f"; searched - backbone = {pref['difference']:+.4f} ± {pref['standard_error']:.4f} (1 SE) over "
                       f"the folds" if pref.get("difference") is not None else "")
             self.echo(f"tune: kept the {self.tuned.get('architecture')} architecture ({result.selected_on}{margin})")
+        floor = result.floor
+        if floor is not None and not floor["learned"]:
+            picked = ", ".join(f"{k}={v}" for k, v in self.tuned.items())
+            kept = "kept the defaults" if floor.get("fallback") else "the pick is noise"
+            self.echo(f"warning: tune: no trial beat the best constant prediction (best margin {floor['margin']:+.4f} "
+                      f"± {floor['standard_error']:.4f} over {result.folds} fold(s)): trials of {length} do not "
+                      f"learn this task, so their ranking is noise; {kept} ({picked})")
         self.log.stage("tune", {"tuner": t.tuner, "best": self.tuned, "best_score": result.best_score,
                                 "selected_on": result.selected_on, "folds": result.folds,
-                                "preference": result.preference,
+                                "preference": result.preference, "floor": floor,
                                 "trial_steps": trial_steps, "batch_size": batch_size,
                                 "trials": result.trials, "seconds": result.seconds})
         if self.main:

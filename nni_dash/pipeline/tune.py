@@ -1,7 +1,7 @@
 """Stage 2: tune the retrain hyperparameters of the discretised CNN with an NNI tuner.
 
 The search space is NNI's HPO format (``{"learning_rate": {"_type": "choice", "_value": [...]}, ...}``).
-:data:`DEFAULT_GRID` (6 configs: learning rate x dropout, for the AdamW recipe) is the default;
+:data:`DEFAULT_GRID` (3 learning rates, for the AdamW recipe) is the default;
 :data:`REFERENCE_GRID` is DASH's grid (24 configs: lr x dropout x weight decay x momentum, for SGD).
 Any NNI built-in tuner runs in-process (``GridSearch``, ``TPE``, ``Random``, ``Anneal``, ``Evolution``).
 
@@ -24,6 +24,14 @@ kernels) and cross-validation, the preferred architecture is kept unless another
 beats the preferred one's best trial by more than one standard error of their paired per-fold
 differences: the one-standard-error rule of model selection (Breiman et al., *Classification and
 Regression Trees*, 1984, section 3.4.3), with the hand-designed network as the simple model.
+
+**Trials that learned nothing** (classification accuracy). Short trials on a hard task (many
+classes, one or two series per class) can all score at the level of a constant prediction; their
+ranking is then noise. Each fold's floor is the val accuracy of the best constant prediction (its
+most frequent class). When the best trial does not beat the floor by more than one standard error of
+its per-fold margins (or, with one split, at all), the pick falls back to the defaults: the
+``recipe``'s values of the tuned keys and the ``prefer``red architecture, when such a trial ran.
+:attr:`TuneResult.floor` records the comparison and ``selected_on`` says so.
 
 **Length.** Each run trains ``trial_epochs`` epochs, or a :class:`~nni_dash.budget.StepBudget` of
 ``trial_steps`` steps. With a ``deadline`` each run gets an equal share of the time left, and the
@@ -48,7 +56,8 @@ from nni_dash.tasks.metrics import higher_is_better
 from nni_dash.tasks.splits import class_counts, fold_view, kfold, pooled
 
 __all__ = ["DEFAULT_GRID", "REFERENCE_GRID", "TUNERS", "TUNED_KEYS", "TuneResult", "make_tuner", "tune", "auto_folds",
-           "CV_FOLDS", "HOLDOUT_MIN_VAL", "HOLDOUT_MIN_PER_CLASS", "MIN_RUN_STEPS", "ARCHITECTURE_KEY", "one_se_rule"]
+           "CV_FOLDS", "HOLDOUT_MIN_VAL", "HOLDOUT_MIN_PER_CLASS", "MIN_RUN_STEPS", "ARCHITECTURE_KEY", "one_se_rule",
+           "constant_floor", "above_floor"]
 
 DEFAULT_GRID: dict[str, dict[str, Any]] = {
     "learning_rate": {"_type": "choice", "_value": [3e-3, 1e-3, 3e-4]},
@@ -83,6 +92,8 @@ class TuneResult:
     selected_on: str = ""
     #: ``prefer``'s outcome: the architectures compared, the paired fold difference and its standard error
     preference: dict[str, Any] | None = None
+    #: the best trial against the constant-prediction floor (accuracy only; module docstring)
+    floor: dict[str, Any] | None = None
 
 
 def make_tuner(name: str, *, maximize: bool, seed: int = 0) -> Any:
@@ -236,7 +247,48 @@ def tune(data: TaskData, sample: dict[str, str] | dict[str, dict[str, str]], *, 
             best, best_score = dict(trials[pick]["params"]), trials[pick]["score"]
         selected_on += (f"; the {prefer} architecture is kept unless another beats it by more than one standard "
                         f"error of the paired fold differences (one-SE rule)")
-    return TuneResult(best, float(best_score), trials, time.perf_counter() - start, folds, selected_on, preference)
+    floor = None
+    chance = constant_floor(views) if data.kind == "classification" and data.metric == "accuracy" else None
+    if chance is not None:
+        top = max((t for t in trials if t.get("score") is not None), key=lambda t: (t["score"], -t["loss"]))
+        floor = above_floor(top["fold_scores"], chance)
+        if not floor["learned"]:
+            defaults = {k: base[k] for k in space if k in base}
+            if len(architectures) > 1:
+                defaults[ARCHITECTURE_KEY] = prefer if prefer in architectures else next(iter(architectures))
+            match = [t for t in trials if t.get("score") is not None
+                     and all(_same(t["params"].get(k), v) for k, v in defaults.items())]
+            floor["fallback"] = dict(match[0]["params"]) if match else None
+            if match:
+                best, best_score = dict(match[0]["params"]), match[0]["score"]
+                if len(architectures) == 1:
+                    best.pop(ARCHITECTURE_KEY, None)
+            selected_on += ("; no trial beat the best constant prediction by more than one standard error, so the "
+                            + ("defaults were kept" if match else "pick is noise (no trial ran the defaults)"))
+    return TuneResult(best, float(best_score), trials, time.perf_counter() - start, folds, selected_on, preference,
+                      floor)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return bool(np.isclose(float(a), float(b), rtol=1e-9, atol=0.0))
+    return a == b
+
+
+def constant_floor(views: list[TaskData]) -> list[float]:
+    """Per view: the val accuracy of the best constant prediction (the val split's most frequent class)."""
+    return [float(class_counts(v.y_val, v.num_outputs).max() / max(len(v.y_val), 1)) for v in views]
+
+
+def above_floor(fold_scores: list[float], floor: list[float]) -> dict[str, Any]:
+    """Whether ``fold_scores`` beat the per-fold ``floor``: mean margin > one SE of the margins (> 0 for one fold).
+
+    Returns ``{"learned", "margin", "standard_error", "floor"}`` (``margin``: mean of score - floor).
+    """
+    diff = np.asarray(fold_scores, dtype=float) - np.asarray(floor, dtype=float)
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    margin = float(diff.mean())
+    return {"learned": bool(margin > se), "margin": margin, "standard_error": se, "floor": [float(f) for f in floor]}
 
 
 def one_se_rule(trials: list[dict[str, Any]], prefer: str, best: dict[str, Any], *, maximize: bool) -> dict[str, Any]:
