@@ -32,7 +32,8 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON_PATH, MD_PATH, PNG_PATH = RESULTS / "suite.json", RESULTS / "suite.md", RESULTS / "suite.png"
 DISCUSSION_PATH = RESULTS / "suite_discussion.md"  # hand-written; copied into suite.md on every regeneration
-DATE = "2026-11-23"
+#: date of the runs recorded before runs carried their own
+OLD_DATE = "2026-11-23"
 
 METHODS = {  # label -> (strategy, strategy_args)
     "none": ("none", {}),
@@ -47,41 +48,68 @@ _R1D = {"base_channels": 16, "kernel_sizes": (3, 5, 7, 9), "dilations": (1, 2, 4
 _W10 = {"depth": 10, "kernel_sizes": (3, 5, 7), "dilations": (1, 2, 4)}
 _DASH_FRAC = {"batch_fraction": 0.5}  # DASH-only: half the train batches per search epoch (reference uses 0.2)
 # Per-task budget table. task: options for create_task (size); backbone + args (search space = kernel_sizes x
-# dilations); search epochs; retrain epochs; lr; batch size; dash: extra DASH strategy_args. The retrain
-# hyperparameters are the same for every method (no HPO).
+# dilations); search epochs; retrain epochs; batch size; dash: extra DASH strategy_args. The training recipe
+# (optimizer, lr, weight decay, schedule, label smoothing) is the CLI's default (:func:`recipe`), the same for
+# every method and task (no HPO).
 BUDGETS: dict[str, dict[str, Any]] = {
     "mnist1d": dict(kind="1-D cls", task={"n_train": 2000, "n_val": 400, "n_test": 1000},
-                    backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=20, lr=0.05,
+                    backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=20,
                     batch_size=64, dash=_DASH_FRAC),
     "dna_motifs": dict(kind="1-D multilabel", task={"n_train": 1000, "n_val": 200, "n_test": 400, "length": 100},
-                       backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=15, lr=0.05,
+                       backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=15,
                        batch_size=64, dash=_DASH_FRAC),
     "darcy": dict(kind="2-D dense regression", task={"resolution": 16, "n_train": 160, "n_val": 40, "n_test": 80},
-                  backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=20, lr=0.05, batch_size=32,
+                  backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=20, batch_size=32,
                   dash=_DASH_FRAC),
     "burgers": dict(kind="1-D dense regression", task={"resolution": 64, "n_train": 200, "n_val": 40, "n_test": 80},
-                    backbone="resnet1d", backbone_args=_R1D, search_epochs=2, retrain_epochs=20, lr=0.01,
+                    backbone="resnet1d", backbone_args=_R1D, search_epochs=2, retrain_epochs=20,
                     batch_size=32, dash=_DASH_FRAC),
     "digits": dict(kind="2-D cls", task={}, backbone="wrn",
                    backbone_args={"depth": 10, "kernel_sizes": (3, 5, 7), "dilations": (1, 2)},
-                   search_epochs=2, retrain_epochs=15, lr=0.05, batch_size=64, dash=_DASH_FRAC),
+                   search_epochs=2, retrain_epochs=15, batch_size=64, dash=_DASH_FRAC),
     "cosmic": dict(kind="2-D segmentation", task={"crop": 32, "n_train": 160, "n_val": 40, "n_test": 80},
-                   backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=8, lr=0.05, batch_size=32,
+                   backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=8, batch_size=32,
                    dash=_DASH_FRAC),
     "myo_emg": dict(kind="1-D real cls", task={}, backbone="tcn",  # 228 train windows: 4 batches per epoch
-                    backbone_args={"channels": 16, "levels": 3}, search_epochs=10, retrain_epochs=60, lr=0.05,
+                    backbone_args={"channels": 16, "levels": 3}, search_epochs=10, retrain_epochs=60,
                     batch_size=64, dash=_DASH_FRAC),
     "fashion_mnist": dict(kind="2-D cls", task={"n_train": 2000, "n_val": 400, "n_test": 1000}, backbone="wrn",
-                          backbone_args=_W10, search_epochs=2, retrain_epochs=6, lr=0.05, batch_size=64,
+                          backbone_args=_W10, search_epochs=2, retrain_epochs=6, batch_size=64,
                           dash=_DASH_FRAC),
     "spherical_fashion_mnist": dict(kind="2-D spherical cls", task={"n_train": 1000, "n_val": 200, "n_test": 500,
                                                                     "bandwidth": 16},
                                     backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=15,
-                                    lr=0.05, batch_size=64, dash=_DASH_FRAC),
+                                    batch_size=64, dash=_DASH_FRAC),
     "protein_distance": dict(kind="2-D dense regression (real)", task={"crop": 32, "crops_per_protein": 4},
-                             backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=6, lr=0.05,
+                             backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=6,
                              batch_size=32, dash=_DASH_FRAC),
 }
+#: the ``recipe`` tag of runs made with :func:`recipe`; runs without one used SGD (Nesterov, momentum 0.9,
+#: wd 5e-4, constant lr 0.05, burgers 0.01), the retrain default before the budget module (5b1cbee)
+RECIPE_TAG = "cli-defaults"
+OLD_RECIPE = "SGD Nesterov 0.05 (burgers 0.01), wd 5e-4, constant lr"
+
+
+def recipe() -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(search kwargs, retrain kwargs)``: the weights' recipe of ``nni-dash run``'s default config in epochs mode."""
+    from nni_dash.config import RetrainConfig, SearchConfig
+    s, r = SearchConfig(), RetrainConfig()
+    shared = dict(label_smoothing=r.label_smoothing, warmup_fraction=r.warmup_fraction)
+    search_kw = dict(optimizer=s.optimizer, learning_rate=s.learning_rate, momentum=s.momentum,
+                     weight_decay=s.weight_decay, schedule="constant", **shared)  # as the CLI's epochs-mode search
+    retrain_kw = dict(optimizer=r.optimizer, learning_rate=r.learning_rate, momentum=r.momentum,
+                      weight_decay=r.weight_decay, dropout=r.dropout, schedule=r.schedule, **shared)
+    return search_kw, retrain_kw
+
+
+def describe_recipe() -> str:
+    search_kw, retrain_kw = recipe()
+    return (f"search {search_kw['optimizer']} lr {search_kw['learning_rate']:g} wd {search_kw['weight_decay']:g} "
+            f"{search_kw['schedule']}; retrain {retrain_kw['optimizer']} lr {retrain_kw['learning_rate']:g} wd "
+            f"{retrain_kw['weight_decay']:g} {retrain_kw['schedule']} (warm-up {retrain_kw['warmup_fraction']:g}); "
+            f"label smoothing {retrain_kw['label_smoothing']:g} (classification)")
+
+
 QUICK_ORDER = ["mnist1d", "dna_motifs", "darcy", "burgers", "digits", "cosmic",
                "myo_emg", "fashion_mnist", "spherical_fashion_mnist", "protein_distance"]
 
@@ -155,15 +183,16 @@ def run_one(task: str, method: str, seed: int) -> dict[str, Any]:
     if strategy == "DASH":
         sargs.update(b.get("dash", {}))
     torch.manual_seed(seed)
+    search_kw, retrain_kw = recipe()
     s = search(data, backbone=b["backbone"], backbone_args=b["backbone_args"], strategy=strategy,
-               strategy_args=sargs, epochs=b["search_epochs"], batch_size=b["batch_size"],
-               learning_rate=b["lr"], seed=seed)
+               strategy_args=sargs, epochs=b["search_epochs"], batch_size=b["batch_size"], seed=seed, **search_kw)
     r = retrain(data, s.sample, backbone=b["backbone"], backbone_args=b["backbone_args"],
-                epochs=b["retrain_epochs"], batch_size=b["batch_size"], learning_rate=b["lr"], seed=seed)
+                epochs=b["retrain_epochs"], batch_size=b["batch_size"], seed=seed, **retrain_kw)
     return {"task": task, "method": method, "seed": seed, "metric": r.metric,
             "higher_is_better": higher_is_better(r.metric), "score": r.test_score, "val_score": r.val_score,
             "trivial": trivial_baseline_score(data), "search_s": s.seconds, "retrain_s": r.seconds,
-            "params": r.num_parameters, "sample": s.sample, "data": data.summary()}
+            "params": r.num_parameters, "sample": s.sample, "data": data.summary(), "recipe": RECIPE_TAG,
+            "date": datetime.date.today().isoformat()}
 
 
 def warmup(task: str) -> None:
@@ -176,7 +205,7 @@ def warmup(task: str) -> None:
     data = create_task(task, seed=0, **b["task"])
     s = search(data, backbone=b["backbone"], backbone_args=b["backbone_args"], strategy="none")
     retrain(data, s.sample, backbone=b["backbone"], backbone_args=b["backbone_args"], epochs=1,
-            batch_size=b["batch_size"], learning_rate=b["lr"], limit_train_batches=3)
+            batch_size=b["batch_size"], limit_train_batches=3, **recipe()[1])
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -220,25 +249,35 @@ def report(db: dict[str, Any]) -> None:
     tasks = [t for t in QUICK_ORDER if any(k[0] == t for k in agg)]
     methods = [m for m in METHODS if any(k[1] == m for k in agg)]
     meta = db.get("meta", {})
+    dates = sorted({r.get("date", OLD_DATE) for r in db["runs"]})
+
+    def task_recipe(task: str) -> str:
+        tags = {r.get("recipe") for r in db["runs"] if r["task"] == task}
+        if tags == {RECIPE_TAG}:
+            return "CLI defaults"
+        return OLD_RECIPE if tags == {None} else "mixed: " + OLD_RECIPE + " and CLI defaults"
+
     L = ["# Task suite: plain backbone vs DASH vs DARTS-naive vs RandomOneShot", "",
-         f"Date: {DATE}. Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} logical cores; the suite processes "
+         f"Date(s): {', '.join(dates)}. Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} logical cores; the suite processes "
          f"listed below ran concurrently, one single-thread process per core (wall times carry that load; compare "
          f"ratios within one table only). torch {meta.get('torch', '?')}, nni {meta.get('nni', '?')}, Python {meta.get('python', '?')}, "
          f"torch threads {meta.get('torch_threads', '?')}.", "",
          "Command(s), run concurrently: " + ", ".join(f"`{c}`" for c in meta.get("commands", [meta.get("command", "?")])),
          "",
          "Each (task, method, seed): `search` (skipped for `none`) then `retrain` from scratch with the SAME fixed "
-         "retrain hyperparameters for all methods (SGD Nesterov, momentum 0.9, wd 5e-4, lr/batch/epochs below). "
+         f"training recipe for all methods: the CLI's defaults ({describe_recipe()}); epochs and batch below. Runs "
+         f"from {OLD_DATE} used the retrain default of that time ({OLD_RECIPE}); the `recipe` column says which. "
          "**No HPO stage** (`tune`) is run in the suite. Score = test metric of the final retrained model (last "
          "epoch). Search s / retrain s are `SearchResult.seconds` / `RetrainResult.seconds`. "
          "`ratio` = (search + retrain) / retrain time of `none` (the plain backbone training time).", "",
          "## Budgets per task", "",
-         "| task | kind | task options | backbone (args) | search ep | retrain ep | lr | batch | DASH extra |",
+         "| task | kind | task options | backbone (args) | search ep | retrain ep | batch | DASH extra | recipe |",
          "|---|---|---|---|---|---|---|---|---|"]
     for t in QUICK_ORDER:
         b = BUDGETS[t]
         L.append(f"| {t} | {b['kind']} | `{json.dumps(b['task'])}` | {b['backbone']} `{json.dumps(b['backbone_args'])}` "
-                 f"| {b['search_epochs']} | {b['retrain_epochs']} | {b['lr']} | {b['batch_size']} | `{json.dumps(b.get('dash', {}))}` |")
+                 f"| {b['search_epochs']} | {b['retrain_epochs']} | {b['batch_size']} | `{json.dumps(b.get('dash', {}))}` "
+                 f"| {task_recipe(t)} |")
     L += ["", "Tasks without rows in the results table below were not run in this pass.", "", "## Results", "",
           "| task | metric | trivial | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
     for t in tasks:
@@ -296,10 +335,10 @@ def report(db: dict[str, Any]) -> None:
     if tasks:
         L += ["![scores relative to the plain backbone](suite.png)", ""]
     MD_PATH.write_text("\n".join(L))
-    _plot(agg, tasks, methods)
+    _plot(agg, tasks, methods, dates[-1])
 
 
-def _plot(agg: dict, tasks: list[str], methods: list[str]) -> None:
+def _plot(agg: dict, tasks: list[str], methods: list[str], date: str) -> None:
     if not tasks:
         return
     import matplotlib
@@ -321,7 +360,7 @@ def _plot(agg: dict, tasks: list[str], methods: list[str]) -> None:
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(tasks)), tasks, rotation=20)
     ax.set_ylabel("score relative to plain backbone\n(>1 = better; lower-is-better metrics inverted)")
-    ax.set_title(f"nni_dash task suite ({DATE}, CPU quick budgets)")
+    ax.set_title(f"nni_dash task suite ({date}, CPU quick budgets)")
     ax.legend(fontsize=7, ncol=len(methods))
     fig.tight_layout()
     fig.savefig(PNG_PATH, dpi=110)
@@ -353,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("nni").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     seeds = [0] if args.quick else args.seeds
-    meta = {**machine_info(), "date": DATE,
+    meta = {**machine_info(), "date": datetime.date.today().isoformat(),
             "command": "python benchmarks/suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "code": _code_version()}
     if not args.no_warmup:
