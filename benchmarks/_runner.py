@@ -36,6 +36,19 @@ def package_commit() -> str:
     return commit + ("+dirty" if git("status", "--porcelain", "--", "nni_dash") else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name and logical core count, e.g. ``"AMD EPYC, 2 logical cores"`` (recorded per run)."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores"
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -66,7 +79,8 @@ def run_cli(task: str, options: dict[str, Any], seed: int, *, overrides: list[st
     wall = time.monotonic() - start
     record: dict[str, Any] = {"task": task, "options": options, "seed": seed, "overrides": list(overrides),
                               "budget": budget or "auto", "wall_seconds": wall, "returncode": proc.returncode,
-                              "commit": package_commit(), "date": datetime.date.today().isoformat()}
+                              "commit": package_commit(), "date": datetime.date.today().isoformat(),
+                              "machine": cpu_model()}
     if proc.returncode != 0:
         record["error"] = (proc.stderr or proc.stdout)[-2000:]
         shutil.rmtree(work, ignore_errors=True)

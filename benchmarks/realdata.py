@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._runner import RESULTS, Store, machine, package_commit, run_cli
+from benchmarks._runner import RESULTS, Store, cpu_model, machine, package_commit, run_cli
 
 JSON_PATH, MD_PATH, PNG_PATH = RESULTS / "realdata.json", RESULTS / "realdata.md", RESULTS / "realdata.png"
 DISCUSSION_PATH = RESULTS / "realdata_discussion.md"  # hand-written, copied into the report
@@ -73,7 +73,8 @@ def run_minirocket(dataset: str, seed: int) -> dict[str, Any]:
 
     from nni_dash.tasks import create_task
     data = create_task(dataset, **DATASETS[dataset][0], seed=seed)
-    record: dict[str, Any] = {"task": dataset, "seed": seed, "method": "MiniRocket", "commit": package_commit()}
+    record: dict[str, Any] = {"task": dataset, "seed": seed, "method": "MiniRocket", "commit": package_commit(),
+                              "machine": cpu_model()}
     python = bench_python()
     if not python.exists():
         record["error"] = f"no benchmark venv at {python.parent.parent}: run bash benchmarks/setup_bench.sh"
@@ -156,11 +157,23 @@ def targets(db: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: runs recorded before each run carried its machine: the store's machine line said this then
+EARLIER_MACHINE = "Intel(R) Xeon(R) Processor, 2 logical cores"
+
+
+def _machines(db: dict[str, Any]) -> str:
+    """Which machine ran which commits' runs (wall times compare only within one machine)."""
+    by: dict[str, set[str]] = {}
+    for r in db["runs"]:
+        by.setdefault(r.get("machine", EARLIER_MACHINE + " (not recorded per run)"), set()).add(r.get("commit", "?"))
+    return "; ".join(f"{m} (commits {', '.join(sorted(c))})" for m, c in sorted(by.items()))
+
+
 def report(db: dict[str, Any]) -> None:
     meta = db.get("meta", {})
     lines = ["# Real data, default config", "",
-             f"Date: {meta.get('date', '?')}. Machine: {meta.get('machine', '?')}. Package commit(s): "
-             f"{', '.join(sorted({r.get('commit', '?') for r in db['runs']}))}.", "",
+             f"Date: {meta.get('date', '?')}. Software: {meta.get('machine', '?').split(', ', 2)[-1]}. Machines: "
+             f"{_machines(db)}.", "",
              "Command(s): " + ", ".join(f"`{c}`" for c in meta.get("commands", [])), "",
              "Every nni-dash row is `nni-dash run` on a config that names only the data (`task: {name: <dataset>}`), "
              "with the row's one override; scores are test accuracy, mean ± std over seeds (the task split seed and "
