@@ -48,66 +48,57 @@ _R1D = {"base_channels": 16, "kernel_sizes": (3, 5, 7, 9), "dilations": (1, 2, 4
 _W10 = {"depth": 10, "kernel_sizes": (3, 5, 7), "dilations": (1, 2, 4)}
 _DASH_FRAC = {"batch_fraction": 0.5}  # DASH-only: half the train batches per search epoch (reference uses 0.2)
 # Per-task budget table. task: options for create_task (size); backbone + args (search space = kernel_sizes x
-# dilations); search epochs; retrain epochs; batch size; dash: extra DASH strategy_args. The training recipe
-# (optimizer, lr, weight decay, schedule, label smoothing) is the CLI's default (:func:`recipe`), the same for
-# every method and task (no HPO).
+# dilations); search epochs; retrain epochs; lr; batch size; dash: extra DASH strategy_args. The weights' recipe
+# (:func:`recipe`) is the same for every method (no HPO): SGD at the task's lr, which these short epoch budgets
+# were sized for. The CLI's AdamW 1e-3 recipe goes with its step budgets (thousands of steps) and under-trains
+# here (suite_discussion.md).
 BUDGETS: dict[str, dict[str, Any]] = {
     "mnist1d": dict(kind="1-D cls", task={"n_train": 2000, "n_val": 400, "n_test": 1000},
                     backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=20,
-                    batch_size=64, dash=_DASH_FRAC),
+                    lr=0.05, batch_size=64, dash=_DASH_FRAC),
     "dna_motifs": dict(kind="1-D multilabel", task={"n_train": 1000, "n_val": 200, "n_test": 400, "length": 100},
                        backbone="resnet1d", backbone_args=_R1D, search_epochs=3, retrain_epochs=15,
-                       batch_size=64, dash=_DASH_FRAC),
+                       lr=0.05, batch_size=64, dash=_DASH_FRAC),
     "darcy": dict(kind="2-D dense regression", task={"resolution": 16, "n_train": 160, "n_val": 40, "n_test": 80},
-                  backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=20, batch_size=32,
+                  backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=20, lr=0.05, batch_size=32,
                   dash=_DASH_FRAC),
     "burgers": dict(kind="1-D dense regression", task={"resolution": 64, "n_train": 200, "n_val": 40, "n_test": 80},
                     backbone="resnet1d", backbone_args=_R1D, search_epochs=2, retrain_epochs=20,
-                    batch_size=32, dash=_DASH_FRAC),
+                    lr=0.01, batch_size=32, dash=_DASH_FRAC),
     "digits": dict(kind="2-D cls", task={}, backbone="wrn",
                    backbone_args={"depth": 10, "kernel_sizes": (3, 5, 7), "dilations": (1, 2)},
-                   search_epochs=2, retrain_epochs=15, batch_size=64, dash=_DASH_FRAC),
+                   search_epochs=2, retrain_epochs=15, lr=0.05, batch_size=64, dash=_DASH_FRAC),
     "cosmic": dict(kind="2-D segmentation", task={"crop": 32, "n_train": 160, "n_val": 40, "n_test": 80},
-                   backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=8, batch_size=32,
+                   backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=8, lr=0.05, batch_size=32,
                    dash=_DASH_FRAC),
     "myo_emg": dict(kind="1-D real cls", task={}, backbone="tcn",  # 228 train windows: 4 batches per epoch
                     backbone_args={"channels": 16, "levels": 3}, search_epochs=10, retrain_epochs=60,
-                    batch_size=64, dash=_DASH_FRAC),
+                    lr=0.05, batch_size=64, dash=_DASH_FRAC),
     "fashion_mnist": dict(kind="2-D cls", task={"n_train": 2000, "n_val": 400, "n_test": 1000}, backbone="wrn",
-                          backbone_args=_W10, search_epochs=2, retrain_epochs=6, batch_size=64,
+                          backbone_args=_W10, search_epochs=2, retrain_epochs=6, lr=0.05, batch_size=64,
                           dash=_DASH_FRAC),
     "spherical_fashion_mnist": dict(kind="2-D spherical cls", task={"n_train": 1000, "n_val": 200, "n_test": 500,
                                                                     "bandwidth": 16},
                                     backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=15,
-                                    batch_size=64, dash=_DASH_FRAC),
+                                    lr=0.05, batch_size=64, dash=_DASH_FRAC),
     "protein_distance": dict(kind="2-D dense regression (real)", task={"crop": 32, "crops_per_protein": 4},
                              backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=6,
-                             batch_size=32, dash=_DASH_FRAC),
+                             lr=0.05, batch_size=32, dash=_DASH_FRAC),
 }
-#: the ``recipe`` tag of runs made with :func:`recipe`; runs without one used SGD (Nesterov, momentum 0.9,
-#: wd 5e-4, constant lr 0.05, burgers 0.01), the retrain default before the budget module (5b1cbee)
-RECIPE_TAG = "cli-defaults"
-OLD_RECIPE = "SGD Nesterov 0.05 (burgers 0.01), wd 5e-4, constant lr"
+#: the ``recipe`` tag of runs made with :func:`recipe`; untagged runs (before runs carried a tag) used the same
+RECIPE_TAG = "suite-sgd"
+SUITE_RECIPE = "SGD Nesterov (momentum 0.9) at the task's lr, wd 5e-4, constant lr, no label smoothing"
 
 
-def recipe() -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(search kwargs, retrain kwargs)``: the weights' recipe of ``nni-dash run``'s default config in epochs mode."""
-    from nni_dash.config import RetrainConfig, SearchConfig
-    s, r = SearchConfig(), RetrainConfig()
-    shared = dict(label_smoothing=r.label_smoothing, warmup_fraction=r.warmup_fraction)
-    search_kw = dict(optimizer=s.optimizer, learning_rate=s.learning_rate, momentum=s.momentum,
-                     weight_decay=s.weight_decay, schedule="constant", **shared)  # as the CLI's epochs-mode search
-    retrain_kw = dict(optimizer=r.optimizer, learning_rate=r.learning_rate, momentum=r.momentum,
-                      weight_decay=r.weight_decay, dropout=r.dropout, schedule=r.schedule, **shared)
-    return search_kw, retrain_kw
+def recipe(task: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(search kwargs, retrain kwargs)`` of the weights for ``task``: :data:`SUITE_RECIPE`."""
+    kw = dict(optimizer="sgd", learning_rate=BUDGETS[task]["lr"], momentum=0.9, weight_decay=5e-4,
+              schedule="constant", label_smoothing=0.0, warmup_fraction=0.0)
+    return dict(kw), dict(kw)
 
 
 def describe_recipe() -> str:
-    search_kw, retrain_kw = recipe()
-    return (f"search {search_kw['optimizer']} lr {search_kw['learning_rate']:g} wd {search_kw['weight_decay']:g} "
-            f"{search_kw['schedule']}; retrain {retrain_kw['optimizer']} lr {retrain_kw['learning_rate']:g} wd "
-            f"{retrain_kw['weight_decay']:g} {retrain_kw['schedule']} (warm-up {retrain_kw['warmup_fraction']:g}); "
-            f"label smoothing {retrain_kw['label_smoothing']:g} (classification)")
+    return SUITE_RECIPE
 
 
 QUICK_ORDER = ["mnist1d", "dna_motifs", "darcy", "burgers", "digits", "cosmic",
@@ -183,7 +174,7 @@ def run_one(task: str, method: str, seed: int) -> dict[str, Any]:
     if strategy == "DASH":
         sargs.update(b.get("dash", {}))
     torch.manual_seed(seed)
-    search_kw, retrain_kw = recipe()
+    search_kw, retrain_kw = recipe(task)
     s = search(data, backbone=b["backbone"], backbone_args=b["backbone_args"], strategy=strategy,
                strategy_args=sargs, epochs=b["search_epochs"], batch_size=b["batch_size"], seed=seed, **search_kw)
     r = retrain(data, s.sample, backbone=b["backbone"], backbone_args=b["backbone_args"],
@@ -205,7 +196,7 @@ def warmup(task: str) -> None:
     data = create_task(task, seed=0, **b["task"])
     s = search(data, backbone=b["backbone"], backbone_args=b["backbone_args"], strategy="none")
     retrain(data, s.sample, backbone=b["backbone"], backbone_args=b["backbone_args"], epochs=1,
-            batch_size=b["batch_size"], limit_train_batches=3, **recipe()[1])
+            batch_size=b["batch_size"], limit_train_batches=3, **recipe(task)[1])
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -252,10 +243,8 @@ def report(db: dict[str, Any]) -> None:
     dates = sorted({r.get("date", OLD_DATE) for r in db["runs"]})
 
     def task_recipe(task: str) -> str:
-        tags = {r.get("recipe") for r in db["runs"] if r["task"] == task}
-        if tags == {RECIPE_TAG}:
-            return "CLI defaults"
-        return OLD_RECIPE if tags == {None} else "mixed: " + OLD_RECIPE + " and CLI defaults"
+        tags = {r.get("recipe", RECIPE_TAG) for r in db["runs"] if r["task"] == task}
+        return f"lr {BUDGETS[task]['lr']:g}" if tags == {RECIPE_TAG} else "mixed: " + ", ".join(sorted(map(str, tags)))
 
     L = ["# Task suite: plain backbone vs DASH vs DARTS-naive vs RandomOneShot", "",
          f"Date(s): {', '.join(dates)}. Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} logical cores; the suite processes "
@@ -265,13 +254,12 @@ def report(db: dict[str, Any]) -> None:
          "Command(s), run concurrently: " + ", ".join(f"`{c}`" for c in meta.get("commands", [meta.get("command", "?")])),
          "",
          "Each (task, method, seed): `search` (skipped for `none`) then `retrain` from scratch with the SAME fixed "
-         f"training recipe for all methods: the CLI's defaults ({describe_recipe()}); epochs and batch below. Runs "
-         f"from {OLD_DATE} used the retrain default of that time ({OLD_RECIPE}); the `recipe` column says which. "
+         f"training recipe for all methods: {describe_recipe()}; lr, epochs and batch below. "
          "**No HPO stage** (`tune`) is run in the suite. Score = test metric of the final retrained model (last "
          "epoch). Search s / retrain s are `SearchResult.seconds` / `RetrainResult.seconds`. "
          "`ratio` = (search + retrain) / retrain time of `none` (the plain backbone training time).", "",
          "## Budgets per task", "",
-         "| task | kind | task options | backbone (args) | search ep | retrain ep | batch | DASH extra | recipe |",
+         "| task | kind | task options | backbone (args) | search ep | retrain ep | batch | DASH extra | lr |",
          "|---|---|---|---|---|---|---|---|---|"]
     for t in QUICK_ORDER:
         b = BUDGETS[t]
