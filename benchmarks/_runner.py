@@ -50,16 +50,9 @@ def cpu_model() -> str:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """:func:`cpu_model` plus the software: torch, Python and the kernel."""
     import torch
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, Python {platform.python_version()}, "
+    return (f"{cpu_model()}, torch {torch.__version__}, Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}")
 
 
