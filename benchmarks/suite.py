@@ -32,8 +32,6 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 JSON_PATH, MD_PATH, PNG_PATH = RESULTS / "suite.json", RESULTS / "suite.md", RESULTS / "suite.png"
 DISCUSSION_PATH = RESULTS / "suite_discussion.md"  # hand-written; copied into suite.md on every regeneration
-#: date of the runs recorded before runs carried their own
-OLD_DATE = "2026-11-23"
 
 METHODS = {  # label -> (strategy, strategy_args)
     "none": ("none", {}),
@@ -85,20 +83,15 @@ BUDGETS: dict[str, dict[str, Any]] = {
                              backbone="wrn", backbone_args=_W10, search_epochs=2, retrain_epochs=6,
                              lr=0.05, batch_size=32, dash=_DASH_FRAC),
 }
-#: the ``recipe`` tag of runs made with :func:`recipe`; untagged runs (before runs carried a tag) used the same
+#: the ``recipe`` tag every run records; the report flags a task whose runs carry different tags
 RECIPE_TAG = "suite-sgd"
 SUITE_RECIPE = "SGD Nesterov (momentum 0.9) at the task's lr, wd 5e-4, constant lr, no label smoothing"
 
 
-def recipe(task: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(search kwargs, retrain kwargs)`` of the weights for ``task``: :data:`SUITE_RECIPE`."""
-    kw = dict(optimizer="sgd", learning_rate=BUDGETS[task]["lr"], momentum=0.9, weight_decay=5e-4,
-              schedule="constant", label_smoothing=0.0, warmup_fraction=0.0)
-    return dict(kw), dict(kw)
-
-
-def describe_recipe() -> str:
-    return SUITE_RECIPE
+def recipe(task: str) -> dict[str, Any]:
+    """The weights' keyword arguments for ``task``'s search and retrain alike: :data:`SUITE_RECIPE`."""
+    return dict(optimizer="sgd", learning_rate=BUDGETS[task]["lr"], momentum=0.9, weight_decay=5e-4,
+                schedule="constant", label_smoothing=0.0, warmup_fraction=0.0)
 
 
 QUICK_ORDER = ["mnist1d", "dna_motifs", "darcy", "burgers", "digits", "cosmic",
@@ -174,11 +167,10 @@ def run_one(task: str, method: str, seed: int) -> dict[str, Any]:
     if strategy == "DASH":
         sargs.update(b.get("dash", {}))
     torch.manual_seed(seed)
-    search_kw, retrain_kw = recipe(task)
     s = search(data, backbone=b["backbone"], backbone_args=b["backbone_args"], strategy=strategy,
-               strategy_args=sargs, epochs=b["search_epochs"], batch_size=b["batch_size"], seed=seed, **search_kw)
+               strategy_args=sargs, epochs=b["search_epochs"], batch_size=b["batch_size"], seed=seed, **recipe(task))
     r = retrain(data, s.sample, backbone=b["backbone"], backbone_args=b["backbone_args"],
-                epochs=b["retrain_epochs"], batch_size=b["batch_size"], seed=seed, **retrain_kw)
+                epochs=b["retrain_epochs"], batch_size=b["batch_size"], seed=seed, **recipe(task))
     return {"task": task, "method": method, "seed": seed, "metric": r.metric,
             "higher_is_better": higher_is_better(r.metric), "score": r.test_score, "val_score": r.val_score,
             "trivial": trivial_baseline_score(data), "search_s": s.seconds, "retrain_s": r.seconds,
@@ -196,7 +188,7 @@ def warmup(task: str) -> None:
     data = create_task(task, seed=0, **b["task"])
     s = search(data, backbone=b["backbone"], backbone_args=b["backbone_args"], strategy="none")
     retrain(data, s.sample, backbone=b["backbone"], backbone_args=b["backbone_args"], epochs=1,
-            batch_size=b["batch_size"], limit_train_batches=3, **recipe(task)[1])
+            batch_size=b["batch_size"], limit_train_batches=3, **recipe(task))
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -240,7 +232,7 @@ def report(db: dict[str, Any]) -> None:
     tasks = [t for t in QUICK_ORDER if any(k[0] == t for k in agg)]
     methods = [m for m in METHODS if any(k[1] == m for k in agg)]
     meta = db.get("meta", {})
-    dates = sorted({r.get("date", OLD_DATE) for r in db["runs"]})
+    dates = sorted({r["date"] for r in db["runs"]})
 
     def task_recipe(task: str) -> str:
         tags = {r.get("recipe", RECIPE_TAG) for r in db["runs"] if r["task"] == task}
@@ -254,7 +246,7 @@ def report(db: dict[str, Any]) -> None:
          "Command(s), run concurrently: " + ", ".join(f"`{c}`" for c in meta.get("commands", [meta.get("command", "?")])),
          "",
          "Each (task, method, seed): `search` (skipped for `none`) then `retrain` from scratch with the SAME fixed "
-         f"training recipe for all methods: {describe_recipe()}; lr, epochs and batch below. "
+         f"training recipe for all methods: {SUITE_RECIPE}; lr, epochs and batch below. "
          "**No HPO stage** (`tune`) is run in the suite. Score = test metric of the final retrained model (last "
          "epoch). Search s / retrain s are `SearchResult.seconds` / `RetrainResult.seconds`. "
          "`ratio` = (search + retrain) / retrain time of `none` (the plain backbone training time).", "",
