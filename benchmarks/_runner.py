@@ -49,11 +49,15 @@ def cpu_model() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores"
 
 
-def machine() -> str:
-    """:func:`cpu_model` plus the software: torch, Python and the kernel."""
+def software() -> str:
+    """torch, Python and the kernel, e.g. ``"torch 2.13.0+cpu, Python 3.11.7, Linux 6.18"``."""
     import torch
-    return (f"{cpu_model()}, torch {torch.__version__}, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
+    return f"torch {torch.__version__}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def machine() -> str:
+    """:func:`cpu_model` and :func:`software`."""
+    return f"{cpu_model()}, {software()}"
 
 
 def run_cli(task: str, options: dict[str, Any], seed: int, *, overrides: list[str] = (), budget: str | None = None,

@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._runner import RESULTS, Store, cpu_model, machine, package_commit, run_cli
+from benchmarks._runner import RESULTS, Store, cpu_model, package_commit, run_cli, software
 
 JSON_PATH, MD_PATH, PNG_PATH = RESULTS / "realdata.json", RESULTS / "realdata.md", RESULTS / "realdata.png"
 DISCUSSION_PATH = RESULTS / "realdata_discussion.md"  # hand-written, copied into the report
@@ -172,7 +172,7 @@ def _machines(db: dict[str, Any]) -> str:
 def report(db: dict[str, Any]) -> None:
     meta = db.get("meta", {})
     lines = ["# Real data, default config", "",
-             f"Date: {meta.get('date', '?')}. Software: {meta.get('machine', '?').split(', ', 2)[-1]}. Machines: "
+             f"Date: {meta.get('date', '?')}. Software: {meta.get('software', '?')}. Machines: "
              f"{_machines(db)}.", "",
              "Command(s): " + ", ".join(f"`{c}`" for c in meta.get("commands", [])), "",
              "Every nni-dash row is `nni-dash run` on a config that names only the data (`task: {name: <dataset>}`), "
@@ -259,7 +259,7 @@ def main() -> None:
     store = Store(JSON_PATH, ("task", "method", "seed"))
     if not args.report_only:
         import datetime
-        meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
+        meta = {"date": datetime.date.today().isoformat(), "software": software(),
                 "command": "python -m benchmarks.realdata " + " ".join(sys.argv[1:])}
         for dataset in args.datasets:
             for seed in args.seeds:
