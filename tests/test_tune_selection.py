@@ -1,5 +1,6 @@
 """Tuning's pick: the one-standard-error rule that keeps the backbone's kernels unless the searched ones clearly
-win, and the fallback to the defaults when no trial beats a constant prediction."""
+win, and, when no trial's accuracy beats a constant prediction, the ranking by val loss or the fallback to the
+defaults."""
 import dataclasses
 
 import numpy as np
@@ -8,13 +9,14 @@ import pytest
 from nni_dash.backbones import default_sample
 from nni_dash.errors import ConfigError
 from nni_dash.pipeline import tune
-from nni_dash.pipeline.tune import above_floor, constant_floor, one_se_rule
+from nni_dash.pipeline.tune import above_floor, constant_floor, constant_loss, floor_pick, one_se_rule
 from nni_dash.tasks import create_task
 
 
-def trial(arch, lr, folds, loss=0.5):
-    return {"params": {"architecture": arch, "learning_rate": lr}, "score": sum(folds) / len(folds), "loss": loss,
-            "fold_scores": list(folds)}
+def trial(arch, lr, folds, loss=0.5, fold_losses=None):
+    fold_losses = list(fold_losses or [loss] * len(folds))
+    return {"params": {"architecture": arch, "learning_rate": lr}, "score": sum(folds) / len(folds),
+            "loss": sum(fold_losses) / len(fold_losses), "fold_scores": list(folds), "fold_losses": fold_losses}
 
 
 def test_a_consistent_win_on_every_fold_keeps_the_searched_architecture():
@@ -83,3 +85,41 @@ def test_trials_that_cannot_learn_fall_back_to_the_defaults():
     assert not result.floor["learned"] and result.floor["margin"] <= 1e-12
     assert result.best == {"learning_rate": 0.01} and result.floor["fallback"] == {"learning_rate": 0.01}
     assert "defaults were kept" in result.selected_on
+
+
+def test_the_loss_floor_is_the_entropy_of_the_val_labels():
+    data = create_task("digits")
+    views = [dataclasses.replace(data, y_val=np.array([0, 0, 1, 2])), dataclasses.replace(data, y_val=np.array([3, 4]))]
+    assert constant_loss(views) == pytest.approx([1.5 * np.log(2), np.log(2)])  # -(.5 ln .5 + 2 * .25 ln .25)
+    out = above_floor([1.0, 1.1, 0.9], [1.5, 1.5, 1.5], maximize=False)  # a loss: lower is better
+    assert out["learned"] and out["margin"] == pytest.approx(0.5)
+    assert not above_floor([1.6, 1.4, 1.5], [1.5, 1.5, 1.5], maximize=False)["learned"]
+
+
+CHANCE, NULL = [0.02, 0.02, 0.02], [3.9, 3.9, 3.9]  # 52 classes, about one val series each: accuracy says nothing
+
+
+def test_at_chance_accuracy_the_lowest_val_loss_of_the_preferred_architecture_is_the_pick():
+    trials = [trial("searched", 3e-3, [0.02, 0.04, 0.02], fold_losses=[3.0, 3.1, 2.9]),  # lowest, other arch
+              trial("backbone", 3e-3, [0.02, 0.02, 0.02], fold_losses=[3.4, 3.5, 3.3]),
+              trial("backbone", 1e-3, [0.04, 0.02, 0.00], fold_losses=[3.8, 3.9, 3.85])]
+    defaults = {"learning_rate": 1e-3, "architecture": "backbone"}
+    pick, floor = floor_pick(trials, defaults, CHANCE, NULL)
+    assert pick is trials[1] and floor["rule"] == "loss" and not floor["learned"]
+    assert floor["loss"]["margin"] == pytest.approx(0.5) and floor["fallback"] is None
+
+
+def test_losses_within_noise_of_the_constant_prediction_keep_the_defaults():
+    trials = [trial("backbone", 3e-3, [0.02, 0.02, 0.02], fold_losses=[3.7, 4.1, 3.95]),  # margin -0.017 nats
+              trial("backbone", 1e-3, [0.02, 0.02, 0.02], fold_losses=[3.9, 4.0, 4.0])]
+    pick, floor = floor_pick(trials, {"learning_rate": 1e-3, "architecture": "backbone"}, CHANCE, NULL)
+    assert pick is trials[1] and floor["rule"] == "defaults" and not floor["loss"]["learned"]
+    assert floor["fallback"] == trials[1]["params"]
+    pick, floor = floor_pick(trials, {"learning_rate": 1e-2, "architecture": "backbone"}, CHANCE, NULL)
+    assert pick is None and floor["rule"] == "noise"
+
+
+def test_an_accuracy_above_the_floor_keeps_the_pick():
+    trials = [trial("backbone", 3e-3, [0.30, 0.25, 0.35], fold_losses=[5.0, 5.0, 5.0])]
+    pick, floor = floor_pick(trials, {"learning_rate": 1e-3}, CHANCE, NULL)
+    assert pick is None and floor["rule"] == "accuracy" and floor["learned"] and floor["loss"] is None

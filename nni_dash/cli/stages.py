@@ -307,10 +307,13 @@ class Run:
         floor = result.floor
         if floor is not None and not floor["learned"]:
             picked = ", ".join(f"{k}={v}" for k, v in self.tuned.items())
-            kept = "kept the defaults" if floor.get("fallback") else "the pick is noise"
-            self.echo(f"warning: tune: no trial beat the best constant prediction (best margin {floor['margin']:+.4f} "
-                      f"± {floor['standard_error']:.4f} over {result.folds} fold(s)): trials of {length} do not "
-                      f"learn this task, so their ranking is noise; {kept} ({picked})")
+            loss = floor.get("loss") or {}
+            kept = (f"ranked them by val loss instead (the lowest is {loss['margin']:.3f} ± {loss['standard_error']:.3f} "
+                    f"nats below the constant prediction's)" if loss.get("learned") else
+                    "kept the defaults" if floor.get("fallback") else "the pick is noise")
+            self.echo(f"warning: tune: no trial's accuracy beat the best constant prediction (best margin "
+                      f"{floor['margin']:+.4f} ± {floor['standard_error']:.4f} over {result.folds} fold(s)): trials of "
+                      f"{length} are too short for accuracy to rank them; {kept} ({picked})")
         self.log.stage("tune", {"tuner": t.tuner, "best": self.tuned, "best_score": result.best_score,
                                 "selected_on": result.selected_on, "folds": result.folds,
                                 "preference": result.preference, "floor": floor,
