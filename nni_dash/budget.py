@@ -8,8 +8,12 @@ holds numbers of its own. Three modes (``budget.mode`` in the config, ``--budget
   :data:`RULES` below, so a 40-sample set gets thousands of steps and a 50 000-sample set a bounded
   number. The measured step time then caps the whole pipeline at :data:`AUTO_MINUTES`.
 * ``time`` (``budget.minutes``, ``--budget 10m``): the whole pipeline fits a wall-clock limit. At its
-  start each stage gets :data:`SHARES` of the time left (minus :data:`RESERVE_SECONDS` per stage still
-  to come for start-up, evaluation and artefacts), and trains ``min(auto steps, time / measured step time)``.
+  start each stage gets its part of the time left (minus :data:`RESERVE_SECONDS` per stage still to
+  come, for start-up, evaluation and artefacts), and trains ``min(auto steps, time / measured step time)``.
+  The parts follow :data:`SHARES`, except that a later stage whose *need* (its auto steps times the
+  step time the pipeline measured for it beforehand, times :data:`NEED_MARGIN`) is below its share
+  keeps only that need, and the rest is shared again (:func:`allocate`). So a retrain that takes a
+  minute leaves the search and the tuning the time it would not use.
 * ``epochs``: the stages' own ``epochs`` settings (``search.epochs``, ``tune.trial_epochs``,
   ``retrain.epochs``), to reproduce the DASH reference.
 
@@ -27,15 +31,16 @@ import dataclasses
 import math
 import re
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pytorch_lightning as pl
 
 from nni_dash.errors import ConfigError
 
-__all__ = ["MODES", "RULES", "SHARES", "AUTO_MINUTES", "PROBE_STEPS", "RESERVE_SECONDS", "StepRule",
+__all__ = ["MODES", "RULES", "SHARES", "AUTO_MINUTES", "PROBE_STEPS", "RESERVE_SECONDS", "NEED_MARGIN",
+           "RUN_SECONDS", "StepRule",
            "StepBudget", "Budget", "StepLimit", "auto_batch_size", "auto_steps", "parse_budget",
-           "steps_per_epoch", "minimum_seconds"]
+           "steps_per_epoch", "minimum_seconds", "allocate"]
 
 MODES = ("auto", "time", "epochs")
 #: cap of the whole pipeline in ``auto`` mode (``--budget`` lifts it)
@@ -68,6 +73,34 @@ RULES: dict[str, StepRule] = {
 }
 #: share of the time left that a stage may use (renormalised over the stages still to run)
 SHARES: dict[str, float] = {"search": 0.35, "tune": 0.25, "retrain": 0.40}
+#: a later stage's estimated seconds are reserved times this (step-time noise, validation passes)
+NEED_MARGIN = 1.25
+#: seconds one tuning run takes beyond its steps (Trainer start-up, validation, scoring), for its need
+RUN_SECONDS = 1.0
+
+
+def allocate(seconds: float, stages: Sequence[str], needs: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Split ``seconds`` over ``stages`` by :data:`SHARES`; a stage with a smaller need gets only its need.
+
+    ``needs``: estimated seconds per stage (stages without one can use any time). Water-filling: a
+    stage whose need is below its share of what is left is given its need, and the others share the
+    rest, until no need is below its share. The parts sum to ``seconds`` unless every stage has a need
+    and together they need less.
+    """
+    needs, open_, left = dict(needs or {}), list(stages), max(0.0, float(seconds))
+    parts: dict[str, float] = {}
+    while open_:
+        total = sum(SHARES.get(s, 0.3) for s in open_)
+        small = [s for s in open_ if s in needs and needs[s] < left * SHARES.get(s, 0.3) / total]
+        if not small:
+            break
+        for s in small:
+            parts[s] = max(0.0, needs[s])
+            left -= parts[s]
+            open_.remove(s)
+    total = sum(SHARES.get(s, 0.3) for s in open_)
+    parts.update({s: left * SHARES.get(s, 0.3) / total for s in open_})
+    return {s: parts[s] for s in stages}
 
 
 def auto_batch_size(n: int) -> int:
@@ -183,20 +216,25 @@ class Budget:
                               f"{', '.join(stages)}: the minimum is {need / 60:.2f} minutes ({need:.0f} s: start-up "
                               f"and one step per stage); pass e.g. --budget {max(1, math.ceil(need / 60))}m")
 
-    def deadline(self, stage: str, remaining_stages: Sequence[str], *, now: float | None = None) -> float | None:
-        """When ``stage`` must end: its share of the time left, ``remaining_stages`` counting it too."""
+    def deadline(self, stage: str, remaining_stages: Sequence[str], *, now: float | None = None,
+                 needs: Mapping[str, float] | None = None) -> float | None:
+        """When ``stage`` must end: its part of the time left, ``remaining_stages`` counting it too.
+
+        ``needs``: estimated seconds of later stages (without :data:`NEED_MARGIN`; see :func:`allocate`).
+        The stage itself has no cap: it ends at its step count anyway, and later stages start with what it leaves.
+        """
         if self.end is None:
             return None
         now = time.monotonic() if now is None else now
         later = [s for s in remaining_stages if s != stage]
         usable = self.end - now - RESERVE_SECONDS * (len(later) + 1)
-        shares = [SHARES.get(s, 0.3) for s in [stage, *later]]
-        return now + max(0.0, usable) * shares[0] / sum(shares)
+        known = {s: NEED_MARGIN * v for s, v in (needs or {}).items() if s in later}
+        return now + allocate(usable, [stage, *later], known)[stage]
 
     def stage(self, stage: str, *, n: int, batch_size: int, remaining_stages: Sequence[str],
-              rule: str | None = None) -> StepBudget:
+              rule: str | None = None, needs: Mapping[str, float] | None = None) -> StepBudget:
         """The :class:`StepBudget` of one run of ``stage`` (``rule`` picks the step rule; default the stage)."""
-        return StepBudget(auto_steps(rule or stage, n, batch_size), self.deadline(stage, remaining_stages))
+        return StepBudget(auto_steps(rule or stage, n, batch_size), self.deadline(stage, remaining_stages, needs=needs))
 
     def describe(self) -> str:
         if self.mode == "epochs":

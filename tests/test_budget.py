@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 
 from nni_dash.budget import (
-    AUTO_MINUTES, RESERVE_SECONDS, RULES, SHARES, Budget, StepBudget, StepLimit, auto_batch_size, auto_steps,
-    parse_budget, steps_per_epoch,
+    AUTO_MINUTES, NEED_MARGIN, RESERVE_SECONDS, RULES, SHARES, Budget, StepBudget, StepLimit, allocate,
+    auto_batch_size, auto_steps, parse_budget, steps_per_epoch,
 )
 from nni_dash.errors import ConfigError
 
@@ -62,6 +62,31 @@ def test_time_budget_shares_and_reserves():
     assert budget.deadline("retrain", ["retrain"], now=1200.0) == 1200.0
     assert Budget("auto", started=0.0).end == 60 * AUTO_MINUTES
     assert Budget("epochs").deadline("search", stages) is None and not Budget("epochs").steps_based
+
+
+def test_a_later_stage_that_needs_less_than_its_share_gives_the_rest_to_the_others():
+    stages = ["search", "tune", "retrain"]
+    assert allocate(100.0, stages) == pytest.approx({"search": 35.0, "tune": 25.0, "retrain": 40.0})
+    # the retrain needs 10 s of its 40: search and tune share the other 90 as 35:25
+    assert allocate(100.0, stages, {"retrain": 10.0}) == pytest.approx(
+        {"search": 90 * 35 / 60, "tune": 90 * 25 / 60, "retrain": 10.0})
+    # water-filling: with the retrain capped, the tune's 30 s falls below its new share (37.5) and is capped too
+    assert allocate(100.0, stages, {"tune": 30.0, "retrain": 10.0}) == pytest.approx(
+        {"search": 60.0, "tune": 30.0, "retrain": 10.0})
+    # a need above its share changes nothing; no time is no time
+    assert allocate(100.0, stages, {"retrain": 50.0}) == pytest.approx({"search": 35.0, "tune": 25.0, "retrain": 40.0})
+    assert allocate(-5.0, stages, {"retrain": 1.0}) == {"search": 0.0, "tune": 0.0, "retrain": 0.0}
+
+
+def test_the_deadline_reserves_later_needs_with_the_margin_and_never_caps_the_stage_itself():
+    budget = Budget("time", 2.0, started=1000.0)
+    usable = 120 - 3 * RESERVE_SECONDS
+    retrain = 8.0
+    expect = (usable - NEED_MARGIN * retrain) * SHARES["search"] / (SHARES["search"] + SHARES["tune"])
+    got = budget.deadline("search", ["search", "tune", "retrain"], now=1000.0, needs={"retrain": retrain, "search": 1.0})
+    assert got == pytest.approx(1000 + expect)
+    # a need of a stage that is not still to come is ignored
+    assert budget.deadline("retrain", ["retrain"], now=1100.0, needs={"tune": 1.0}) == pytest.approx(1116.0)
 
 
 def test_too_small_a_budget_is_a_one_line_error_naming_the_minimum():
@@ -123,3 +148,17 @@ def test_step_limit_stops_at_the_deadline_and_plans_from_the_measured_step_time(
     assert done < 100 and budget.limit == done          # ~1 s of 20 ms steps, not 10 000 steps
     assert elapsed < 1.0 * 1.1 + 1.0                     # trainer start-up aside, within the deadline
     assert budget.seconds_per_step == pytest.approx(0.02, rel=0.5)
+
+
+def test_the_step_time_probe_leaves_the_random_state_as_it_found_it():
+    """The budget probes before the search; a run that probes must train the weights one that does not would."""
+    from nni_dash.backbones import default_sample
+    from nni_dash.pipeline.retrain import step_seconds
+    from nni_dash.tasks import create_task
+    data = create_task("digits")
+    args = dict(depth=10, kernel_sizes=(3,), dilations=(1,))
+    sample = default_sample("wrn", in_channels=1, num_outputs=10, **args)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    seconds = step_seconds(data, sample, backbone="wrn", backbone_args=args, batch_size=8)
+    assert 0.0 < seconds < 60.0 and torch.equal(torch.get_rng_state(), before)

@@ -71,6 +71,7 @@ def test_data_only_config_runs_end_to_end_within_its_time_limit(kind, data_1d, t
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["stages"]["retrain"]["trained_on"] == "train+val" and 0.0 <= metrics["test_score"] <= 1.0
     assert "budget: 0.5 minutes" in text and "test accuracy:" in text
+    assert "budget: measured step times give tune" in text  # the split reserves the later stages' needs
     decision = json.loads((out / "search" / "probs.json").read_text())["decision"]
     assert decision and all({"top", "margin", "decided"} <= set(d) for d in decision.values())
     assert "p=" in (out / "summary.txt").read_text()  # per-layer top probability in the summary

@@ -16,6 +16,7 @@ import math
 import time
 from typing import Any, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -27,7 +28,8 @@ from nni_dash.nn.fast_conv import use_fft_convs, use_plain_convs
 from nni_dash.pipeline.search import head_for
 from nni_dash.tasks.base import TaskData
 
-__all__ = ["RetrainResult", "retrain", "evaluate", "evaluate_loss", "EVALS_PER_RUN", "step_trainer_kwargs"]
+__all__ = ["RetrainResult", "retrain", "evaluate", "evaluate_loss", "EVALS_PER_RUN", "step_trainer_kwargs",
+           "step_seconds"]
 
 #: validation passes per step-budgeted run (and metric records per stage)
 EVALS_PER_RUN = 20
@@ -164,6 +166,35 @@ def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_a
     return RetrainResult(data.metric, test_score, val_score,
                          sum(p.numel() for p in model.parameters()), seconds, epochs, hparams, val_loss=val_loss,
                          steps=done, budget=steps.summary() if steps is not None else None)
+
+
+def step_seconds(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_args: dict[str, Any] | None = None,
+                 batch_size: int, steps: int = 3) -> float:
+    """Seconds of one training step of the plain CNN ``sample`` at ``batch_size``, measured here.
+
+    A step is what :func:`retrain` does per batch without Lightning: forward, the task loss, backward
+    and an AdamW update, on the first ``batch_size`` training samples. The median of ``steps`` timed
+    steps after one warm-up step; the budget uses it to plan the stages before they start
+    (:func:`nni_dash.budget.allocate`). Global RNG state is saved and restored, so a run that probes
+    trains the same weights as one that does not.
+    """
+    from nni_dash.tasks.metrics import make_loss
+    with torch.random.fork_rng(devices=[]):
+        model = rebuild(backbone, sample, in_channels=data.in_channels, num_outputs=data.num_outputs,
+                        head=head_for(data.kind), input_stats=data.input_stats, **dict(backbone_args or {}))
+        use_fft_convs(model)
+        model.train()
+        x = torch.from_numpy(np.ascontiguousarray(data.x_train[:batch_size]))
+        y = torch.from_numpy(np.ascontiguousarray(data.y_train[:batch_size]))
+        loss_fn, optimizer = make_loss(data.kind), torch.optim.AdamW(model.parameters(), lr=1e-3)
+        times = []
+        for _ in range(steps + 1):
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
 
 
 def _batches(data: TaskData, batch_size: int, limit_train_batches: float | int) -> int:

@@ -47,7 +47,7 @@ learning-rate group fails to improve on the best score, the remaining learning r
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import math
 import time
 from typing import Any, Callable
 
@@ -62,7 +62,7 @@ from nni_dash.tasks.splits import class_counts, fold_view, kfold, pooled
 
 __all__ = ["DEFAULT_GRID", "REFERENCE_GRID", "TUNERS", "TUNED_KEYS", "TuneResult", "make_tuner", "tune", "auto_folds",
            "CV_FOLDS", "HOLDOUT_MIN_VAL", "HOLDOUT_MIN_PER_CLASS", "MIN_RUN_STEPS", "ARCHITECTURE_KEY", "one_se_rule",
-           "constant_floor", "constant_loss", "above_floor", "floor_pick"]
+           "constant_floor", "constant_loss", "above_floor", "floor_pick", "planned_trials"]
 
 DEFAULT_GRID: dict[str, dict[str, Any]] = {
     "learning_rate": {"_type": "choice", "_value": [3e-3, 1e-3, 3e-4]},
@@ -124,7 +124,16 @@ def make_tuner(name: str, *, maximize: bool, seed: int = 0) -> Any:
 
 def _grid_size(space: dict[str, dict[str, Any]]) -> int | None:
     sizes = [len(spec["_value"]) for spec in space.values() if spec.get("_type") == "choice"]
-    return len(list(itertools.product(*[range(n) for n in sizes]))) if len(sizes) == len(space) else None
+    return math.prod(sizes) if len(sizes) == len(space) else None
+
+
+def planned_trials(space: dict[str, dict[str, Any]], *, tuner: str, max_trials: int) -> int:
+    """Trials :func:`tune` starts at most: ``max_trials``, or the grid when ``GridSearch`` runs a smaller one.
+
+    ``space`` as :func:`tune` searches it (with the ``architecture`` key when it compares several).
+    """
+    grid = _grid_size(space)
+    return min(max_trials, grid) if (tuner == "GridSearch" and grid) else max_trials
 
 
 def auto_folds(data: TaskData) -> int:
@@ -182,8 +191,7 @@ def tune(data: TaskData, sample: dict[str, str] | dict[str, dict[str, str]], *, 
     maximize = higher_is_better(data.metric)
     nni_tuner = make_tuner(tuner, maximize=maximize, seed=seed)
     nni_tuner.update_search_space(space)
-    grid = _grid_size(space)
-    budget = min(max_trials, grid) if (tuner == "GridSearch" and grid) else max_trials
+    budget = planned_trials(space, tuner=tuner, max_trials=max_trials)
     folds = auto_folds(data) if folds is None else int(folds)
     views = _fold_views(data, folds, seed)
     base = {"learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 1e-2, "dropout": 0.0, **(recipe or {})}
