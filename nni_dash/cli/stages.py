@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from nni_dash.config import ExperimentConfig
 from nni_dash.errors import ConfigError
+from nni_dash.cli.plan import later_needs, retrain_shape, tune_shape
 from nni_dash.monitor import EpochRecorder, tensorboard_logger
 from nni_dash.report import MetricsLog, format_summary, plot_architecture, read_architecture, write_json
 
@@ -83,6 +84,7 @@ class Run:
     tuned: dict[str, Any] | None = None
     resume: bool = False             # continue an interrupted run: keep finished stages, resume from last.ckpt
     started: float | None = None     # time.monotonic() when the run began (the budget counts from it)
+    step_times: dict[Any, float] = dataclasses.field(default_factory=dict)  # plan: measured step seconds
 
     def __post_init__(self) -> None:
         from nni_dash.budget import Budget
@@ -171,67 +173,7 @@ class Run:
         if not self.budget.steps_based:
             return None
         return self.budget.stage(stage, n=n, batch_size=batch_size, remaining_stages=self._left(stage), rule=rule,
-                                 needs=self._needs(stage))
-
-    def _tune_shape(self) -> tuple[int, int, int]:
-        """``(folds, training samples of one run, batch size)`` of the tuning's runs."""
-        from nni_dash.budget import auto_batch_size
-        from nni_dash.pipeline.tune import auto_folds
-        folds = self.cfg.tune.folds or auto_folds(self.data)
-        n_train, n_val = len(self.data.x_train), len(self.data.x_val)
-        n = n_train if folds == 1 else (n_train + n_val) * (folds - 1) // folds
-        return folds, n, self.cfg.retrain.batch_size or auto_batch_size(n)
-
-    def _retrain_shape(self) -> tuple[Any, int]:
-        """``(data the retrain fits, its batch size)``: train+val with ``retrain.refit``, else train."""
-        from nni_dash.budget import auto_batch_size
-        from nni_dash.tasks.splits import refit_view
-        data = refit_view(self.data) if self.cfg.retrain.refit else self.data
-        return data, self.cfg.retrain.batch_size or auto_batch_size(len(data.x_train))
-
-    def _needs(self, stage: str) -> dict[str, float]:
-        """Estimated seconds of the plain-CNN stages after ``stage`` (tune, retrain), for the budget's split.
-
-        Each is its auto steps times a step time measured now (:func:`~nni_dash.pipeline.retrain.step_seconds`,
-        the slowest of the candidate architectures); the tuning adds :data:`~nni_dash.budget.RUN_SECONDS`
-        per run. Empty without a time limit or when no such stage follows.
-        """
-        later = [s for s in self._left(stage)[1:] if s in ("tune", "retrain")]
-        if self.budget.end is None or not later:
-            return {}
-        from nni_dash.budget import NEED_MARGIN, RUN_SECONDS, auto_steps
-        from nni_dash.pipeline.retrain import step_seconds
-        from nni_dash.pipeline.tune import ARCHITECTURE_KEY, DEFAULT_GRID, planned_trials
-        backbone = self._space(self.retrain_args).default_sample()
-        samples = [a for a in (self.sample, backbone) if a]
-        samples = [a for i, a in enumerate(samples) if a not in samples[:i]]
-        measured: dict[int, float] = {}
-
-        def per_step(batch_size: int) -> float:
-            if batch_size not in measured:
-                measured[batch_size] = max(step_seconds(self.data, a, backbone=self.cfg.backbone.name,
-                                                        backbone_args=self.retrain_args, batch_size=batch_size)
-                                           for a in samples)
-            return measured[batch_size]
-
-        needs, said = {}, []
-        if "tune" in later:
-            t = self.cfg.tune
-            folds, n, batch_size = self._tune_shape()
-            space = dict(t.search_space or DEFAULT_GRID)
-            if t.compare_backbone and (self.searched() if self.sample else self.cfg.search.strategy != "none"):
-                space[ARCHITECTURE_KEY] = {"_type": "choice", "_value": ["searched", "backbone"]}
-            runs, steps = planned_trials(space, tuner=t.tuner, max_trials=t.max_trials) * folds, auto_steps("trial", n, batch_size)
-            needs["tune"] = runs * (steps * per_step(batch_size) + RUN_SECONDS)
-            said.append(f"tune {runs} runs x {steps} steps x {1e3 * per_step(batch_size):.0f} ms = {needs['tune']:.0f} s")
-        if "retrain" in later:
-            data, batch_size = self._retrain_shape()
-            steps = auto_steps("retrain", len(data.x_train), batch_size)
-            needs["retrain"] = steps * per_step(batch_size)
-            said.append(f"retrain {steps} steps x {1e3 * per_step(batch_size):.0f} ms = {needs['retrain']:.0f} s")
-        self.echo(f"budget: measured step times give {'; '.join(said)} (a stage that needs less than its share "
-                  f"reserves only that, x{NEED_MARGIN:g})")
-        return needs
+                                 needs=later_needs(self, stage))
 
     def _space(self, args: dict[str, Any]) -> Any:
         from nni_dash.backbones import create_backbone
@@ -324,9 +266,9 @@ class Run:
 
         from nni_dash.budget import auto_steps
         t = self.cfg.tune
-        folds, n, batch_size = self._tune_shape()
+        folds, n, batch_size = tune_shape(self)
         trial_steps = auto_steps("trial", n, batch_size) if self.budget.steps_based else None
-        deadline = self.budget.deadline("tune", self._left("tune"), needs=self._needs("tune"))
+        deadline = self.budget.deadline("tune", self._left("tune"), needs=later_needs(self, "tune"))
         length = f"{t.trial_epochs} epoch(s)" if trial_steps is None else f"{trial_steps} steps"
         where = "the val split" if folds == 1 else f"{folds}-fold cross-validation over train+val"
         self.echo(f"tune: {t.tuner}, up to {t.max_trials} trial(s) of {length} each, scored on {where}"
@@ -396,7 +338,7 @@ class Run:
         recipe.update({k: float(v) for k, v in (self.tuned or {}).items() if k in recipe})
         if (self.tuned or {}).get("architecture") == "backbone":
             source += ", the backbone's kernels (the searched ones did not beat them in tuning; tune: selected_on)"
-        data, batch_size = self._retrain_shape()
+        data, batch_size = retrain_shape(self)
         n = len(data.x_train)
         steps = self._steps("retrain", n, batch_size)
         length = f"{r.epochs} epoch(s)" if steps is None else f"{steps.wanted} steps"
