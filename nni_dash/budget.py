@@ -88,18 +88,19 @@ def allocate(seconds: float, stages: Sequence[str], needs: Mapping[str, float] |
     and together they need less.
     """
     needs, open_, left = dict(needs or {}), list(stages), max(0.0, float(seconds))
+    share = {s: SHARES.get(s, 0.3) for s in stages}
     parts: dict[str, float] = {}
     while open_:
-        total = sum(SHARES.get(s, 0.3) for s in open_)
-        small = [s for s in open_ if s in needs and needs[s] < left * SHARES.get(s, 0.3) / total]
+        total = sum(share[s] for s in open_)
+        small = [s for s in open_ if s in needs and needs[s] < left * share[s] / total]
         if not small:
             break
         for s in small:
             parts[s] = max(0.0, needs[s])
             left -= parts[s]
             open_.remove(s)
-    total = sum(SHARES.get(s, 0.3) for s in open_)
-    parts.update({s: left * SHARES.get(s, 0.3) / total for s in open_})
+    total = sum(share[s] for s in open_)
+    parts.update({s: left * share[s] / total for s in open_})
     return {s: parts[s] for s in stages}
 
 
