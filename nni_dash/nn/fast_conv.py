@@ -94,9 +94,9 @@ _TO_FFT = {nn.Conv1d: FFTConv1d, nn.Conv2d: FFTConv2d, CausalConv1d: FFTCausalCo
 _TO_PLAIN = {fast: plain for plain, fast in _TO_FFT.items()}
 
 
-#: spatial dimensionalities switched by default. 2-D is off: at WRN-16-1 shapes the cost model sends
-#: 13 of 15 largest-kernel layers to FFT and the network's pass gets slower (1.37 s against 1.01 s at
-#: 64x64, batch 16; ``benchmarks/results/step_cost.md``) until it is recalibrated for 2-D plain convs.
+#: spatial dimensionalities switched by default. 2-D is off: with the recalibrated cost model (00549ba)
+#: the largest-kernel WRN-16-1 at 64x64 is 8 % faster through it at batch 16 (1020 against 1113 ms) but
+#: 16 % slower at batch 64 (5068 against 4359 ms; ``benchmarks/results/step_cost_quick.md``).
 DEFAULT_NDIMS = (1,)
 
 
