@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def test_data_only_config_runs_end_to_end_within_its_time_limit(kind, data_1d, t
     out = tmp_path / f"run{kind}"
     limit = 0.5  # minutes: start-up, a search, a tuning trial or two and a retrain
     start = time.monotonic()
-    code = main(["run", str(cfg), "--out", str(out), "--budget", f"{limit}m", "--set", "trainer.progress_bar=false"])
+    code = main(["run", str(cfg), "--out", str(out), "--budget", f"{limit}m"])
     elapsed = time.monotonic() - start
     captured = capsys.readouterr()
     text = captured.out
@@ -72,6 +73,11 @@ def test_data_only_config_runs_end_to_end_within_its_time_limit(kind, data_1d, t
     assert metrics["stages"]["retrain"]["trained_on"] == "train+val" and 0.0 <= metrics["test_score"] <= 1.0
     assert "budget: 0.5 minutes" in text and "test accuracy:" in text
     assert "budget: measured step times give tune" in text  # the split reserves the later stages' needs
+    # progress: one line per stage over its step budget (not Lightning's bar per epoch), and numbered trials with an ETA
+    for stage in ("search", "retrain"):
+        assert re.search(rf"^{stage}  \d+ steps in \d+:\d\d", text, re.M), text
+    assert "Epoch 0" not in text + captured.err
+    assert re.search(r"^  trial 1/\d+: .* -> val accuracy [\d.]+  \(\d+:\d\d elapsed, ETA \d+:\d\d\)$", text, re.M), text
     decision = json.loads((out / "search" / "probs.json").read_text())["decision"]
     assert decision and all({"top", "margin", "decided"} <= set(d) for d in decision.values())
     assert "p=" in (out / "summary.txt").read_text()  # per-layer top probability in the summary

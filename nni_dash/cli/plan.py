@@ -12,7 +12,7 @@ from typing import Any
 
 from nni_dash.budget import RUN_SECONDS, auto_batch_size, auto_steps
 
-__all__ = ["tune_shape", "retrain_shape", "later_needs"]
+__all__ = ["tune_shape", "tune_trials", "retrain_shape", "later_needs"]
 
 #: the stages that train plain CNNs and can be costed before they start
 COSTED = ("tune", "retrain")
@@ -26,6 +26,17 @@ def tune_shape(run: Any) -> tuple[int, int, int]:
     n_train, n_val = len(data.x_train), len(data.x_val)
     n = n_train if folds == 1 else (n_train + n_val) * (folds - 1) // folds
     return folds, n, run.cfg.retrain.batch_size or auto_batch_size(n)
+
+
+def tune_trials(run: Any, *, compared: bool) -> int:
+    """Trials ``run``'s tuning starts at most: its grid or ``tune.max_trials`` (``compared``: it also
+    picks between the searched and the backbone's kernels, which doubles a grid)."""
+    from nni_dash.pipeline.tune import ARCHITECTURE_KEY, DEFAULT_GRID, planned_trials
+    t = run.cfg.tune
+    space = dict(t.search_space or DEFAULT_GRID)
+    if t.compare_backbone and compared:
+        space[ARCHITECTURE_KEY] = {"_type": "choice", "_value": ["searched", "backbone"]}
+    return planned_trials(space, tuner=t.tuner, max_trials=t.max_trials)
 
 
 def retrain_shape(run: Any) -> tuple[Any, int]:
@@ -60,16 +71,11 @@ def later_needs(run: Any, stage: str) -> dict[str, float]:
     if run.budget.end is None or not later:
         return {}
     from nni_dash.budget import NEED_MARGIN
-    from nni_dash.pipeline.tune import ARCHITECTURE_KEY, DEFAULT_GRID, planned_trials
     needs, said = {}, []
     if "tune" in later:
-        t = run.cfg.tune
         folds, n, batch_size = tune_shape(run)
-        space = dict(t.search_space or DEFAULT_GRID)
         compared = run.searched() if run.sample else run.cfg.search.strategy != "none"
-        if t.compare_backbone and compared:
-            space[ARCHITECTURE_KEY] = {"_type": "choice", "_value": ["searched", "backbone"]}
-        runs = planned_trials(space, tuner=t.tuner, max_trials=t.max_trials) * folds
+        runs = tune_trials(run, compared=compared) * folds
         steps, per_step = auto_steps("trial", n, batch_size), _per_step(run, batch_size)
         needs["tune"] = runs * (steps * per_step + RUN_SECONDS)
         said.append(f"tune {runs} runs x {steps} steps x {1e3 * per_step:.0f} ms = {needs['tune']:.0f} s")

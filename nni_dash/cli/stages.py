@@ -10,13 +10,15 @@ import csv
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from nni_dash.config import ExperimentConfig
 from nni_dash.errors import ConfigError
-from nni_dash.cli.plan import later_needs, retrain_shape, tune_shape
+from nni_dash.cli.plan import later_needs, retrain_shape, tune_shape, tune_trials
 from nni_dash.monitor import EpochRecorder, tensorboard_logger
+from nni_dash.progress import format_seconds
 from nni_dash.report import MetricsLog, format_summary, plot_architecture, read_architecture, write_json
 
 __all__ = ["STAGES", "COMMANDS", "Run", "active_stages", "check_inputs", "load_architecture_source"]
@@ -274,9 +276,20 @@ class Run:
         self.echo(f"tune: {t.tuner}, up to {t.max_trials} trial(s) of {length} each, scored on {where}"
                   + (f", until {deadline - self.budget.started:.0f} s" if deadline else ""))
         tb = tensorboard_logger(self.tb_root, "tune") if self.main else None
+        candidates: Any = self.sample
+        if t.compare_backbone and self.searched():
+            backbone_sample = self._space(self.retrain_args).default_sample()
+            if backbone_sample != self.sample:
+                candidates = {"searched": self.sample, "backbone": backbone_sample}
+        planned, started = tune_trials(self, compared=isinstance(candidates, dict)), time.monotonic()
 
         def on_trial(index: int, params: dict[str, Any], score: float) -> None:
-            self.echo(f"  trial {index}: {params} -> val {self.data.metric} {score:.4f}")
+            now = time.monotonic()
+            eta = (now - started) / (index + 1) * max(0, planned - index - 1)
+            if deadline is not None:
+                eta = min(eta, max(0.0, deadline - now))
+            self.echo(f"  trial {index + 1}/{planned}: {params} -> val {self.data.metric} {score:.4f}  "
+                      f"({format_seconds(now - started)} elapsed, ETA {format_seconds(eta)})")
             numeric = {k: float(v) for k, v in params.items() if isinstance(v, (int, float))}
             if "architecture" in params:  # searched (0) or backbone (1) kernels
                 numeric["backbone_kernels"] = float(params["architecture"] == "backbone")
@@ -285,11 +298,6 @@ class Run:
             for sink in [self.log.sink, *self.sinks]:
                 sink("tune", index, {f"val_{self.data.metric}": float(score), **numeric})
 
-        candidates: Any = self.sample
-        if t.compare_backbone and self.searched():
-            backbone_sample = self._space(self.retrain_args).default_sample()
-            if backbone_sample != self.sample:
-                candidates = {"searched": self.sample, "backbone": backbone_sample}
         result = tune(self.data, candidates, backbone_args=self.retrain_args, search_space=t.search_space,
                       tuner=t.tuner, max_trials=t.max_trials, trial_epochs=t.trial_epochs, trial_steps=trial_steps,
                       deadline=deadline, folds=folds, trial_batch_fraction=t.trial_batch_fraction,

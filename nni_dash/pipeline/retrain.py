@@ -26,6 +26,7 @@ from nni_dash.budget import StepBudget, StepLimit, steps_per_epoch
 from nni_dash.evaluator import TaskModule, task_evaluator
 from nni_dash.nn.fast_conv import use_fft_convs, use_plain_convs
 from nni_dash.pipeline.search import head_for
+from nni_dash.progress import StepProgressBar
 from nni_dash.tasks.base import TaskData
 
 __all__ = ["RetrainResult", "retrain", "evaluate", "evaluate_loss", "EVALS_PER_RUN", "step_trainer_kwargs",
@@ -127,6 +128,8 @@ def retrain(data: TaskData, sample: dict[str, str], *, backbone: str, backbone_a
         kwargs.update(step_trainer_kwargs(steps, len(data.x_train), batch_size, validate=validate))
         run_epochs = kwargs.pop("max_epochs")
         callbacks.append(StepLimit(steps))
+        if enable_progress_bar:  # one line over the step budget instead of Lightning's bar per epoch
+            callbacks.append(StepProgressBar(steps, "retrain"))
         schedule_steps = steps
     else:
         if not validate:

@@ -36,6 +36,7 @@ from nni_dash.pipeline.multitrial import (
     trial_steps,
 )
 from nni_dash.nn.dash_conv import _DashConvNd, make_conv, parse_candidate
+from nni_dash.progress import StepProgressBar
 from nni_dash.strategy import DASH
 from nni_dash.tasks.base import TaskData
 
@@ -147,6 +148,8 @@ def search(data: TaskData, *, backbone: str, backbone_args: dict[str, Any] | Non
         kwargs.update(step_trainer_kwargs(steps, len(data.x_train), batch_size))
         run_epochs = kwargs.pop("max_epochs")
         callbacks.append(StepLimit(steps))
+        if enable_progress_bar:  # one line over the step budget instead of Lightning's bar per epoch
+            callbacks.append(StepProgressBar(steps, "search"))
         schedule_steps = steps
     else:
         schedule_steps = StepBudget(epochs * steps_per_epoch(len(data.x_train), batch_size))
