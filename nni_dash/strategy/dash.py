@@ -62,10 +62,15 @@ class DASH(DARTS):
         Alpha gradients are normalised per layer to norm ``1/grad_scale`` (reference default 100).
     rf_penalty
         Coefficient of the constant penalty ``rf_penalty * (d*(k-1)+1)`` added to the (normalised) alpha
-        gradient, favouring small receptive fields: 1e-4 (default; the reference uses 1e-5). With Adam on
-        alpha a candidate whose penalty exceeds its share of the data gradient loses probability steadily,
-        so the search keeps a large field only where the data asks for it; at 1e-5 the searches of small
-        sets picked fields of 100-270 samples on 40-sample inputs and retrained 5-8 points worse.
+        gradient, favouring small receptive fields: 1e-5, as the reference. With Adam on alpha a candidate
+        whose penalty exceeds its share of the data gradient (about ``1 / (grad_scale * sqrt(#candidates))``
+        per coordinate, 2.2e-3 at the defaults over 20 candidates) loses probability steadily whatever the
+        data says, so the penalty caps the reachable field at about 2.2e-3 / rf_penalty: ~220 taps at
+        1e-5, ~22 at 1e-4. At 1e-4 the Burgers PDE search (64 points) kept only fields <= 15 and
+        retrained to relative L2 0.229, where 1e-5 found fields up to 99 and reached 0.064 (no penalty
+        0.064, the backbone 0.300; ``benchmarks/results/suite_defaults.md``). On small classification
+        sets where big fields overfit, tuning keeps the backbone's kernels unless the searched ones win
+        by more than one standard error (``tune.prefer_backbone``).
     gradient_clip_val
         Gradient-norm clipping of the weights (and alpha in joint mode); ``None`` disables (reference 1.0).
     temperature
@@ -96,7 +101,7 @@ class DASH(DARTS):
 
     def __init__(self, *, mode: str = "bilevel", arc_learning_rate: float = 0.01, arc_optimizer: str = "adam",
                  arc_momentum: float = 0.9, arc_weight_decay: float = 5e-4, grad_scale: float = 100.0,
-                 rf_penalty: float = 1e-4, gradient_clip_val: float | None = 1.0,
+                 rf_penalty: float = 1e-5, gradient_clip_val: float | None = 1.0,
                  temperature: float | tuple[float, float] | None = 1.0, lr_milestones: Sequence[int] = (),
                  lr_gamma: float = 0.2, batch_fraction: float | None = None, depthwise_proxy: bool = False,
                  conv_path: str = "auto", nan_policy: str = "stop", log_prob_every_n_step: int = 10,
