@@ -7,6 +7,8 @@ through the CLI as a new user would (``benchmarks/_runner.py``, as ``benchmarks/
 
 * ``DASH``: the default pipeline;
 * ``backbone``: the plain backbone at the same budget (``search.strategy=none``);
+* ``DASH-rf1e-4``: the same with ``rf_penalty`` 1e-4, the default before 6221cfb (runs named ``DASH``
+  before that commit were relabelled);
 * ``DARTS``: NNI's DARTS over the same space (``search.strategy=DARTS``).
 
 Targets (issue 11), on the seed means in each task's metric direction: DASH at least as good as the
@@ -30,7 +32,8 @@ from benchmarks.suite import BUDGETS, QUICK_ORDER
 
 JSON_PATH, MD_PATH = RESULTS / "suite_defaults.json", RESULTS / "suite_defaults.md"
 DISCUSSION_PATH = RESULTS / "suite_defaults_discussion.md"  # hand-written, copied into the report
-METHODS = {"DASH": [], "backbone": ["search.strategy=none"], "DARTS": ["search.strategy=DARTS"]}
+METHODS = {"DASH": [], "DASH-rf1e-4": ["search.strategy_args.rf_penalty=1e-4"], "backbone": ["search.strategy=none"],
+           "DARTS": ["search.strategy=DARTS"]}
 
 
 def _higher(metric: str) -> bool:
@@ -44,21 +47,21 @@ def _means(db: dict[str, Any], task: str) -> tuple[dict[str, float | None], str 
             for m in METHODS}, metric
 
 
-def targets(db: dict[str, Any]) -> list[str]:
-    """DASH >= backbone on every task, >= DARTS on >= 70 % (seed means, the metric's direction)."""
+def targets(db: dict[str, Any], dash: str = "DASH") -> list[str]:
+    """``dash`` >= backbone on every task, >= DARTS on >= 70 % (seed means, the metric's direction)."""
     lines = []
     for peer, need in (("backbone", 1.0), ("DARTS", 0.7)):
         met, missed = [], []
         for task in QUICK_ORDER:
             means, metric = _means(db, task)
-            if means["DASH"] is None or means[peer] is None:
+            if means[dash] is None or means[peer] is None:
                 continue
             sign = 1 if _higher(metric) else -1
-            (met if sign * (means["DASH"] - means[peer]) >= 0 else missed).append(task)
+            (met if sign * (means[dash] - means[peer]) >= 0 else missed).append(task)
         rows = len(met) + len(missed)
         if rows:
             verdict = "met" if len(met) >= need * rows else "missed"
-            lines.append(f"- DASH at least as good as {peer}: {len(met)}/{rows} tasks (target {need:.0%}: {verdict})"
+            lines.append(f"- {dash} at least as good as {peer}: {len(met)}/{rows} tasks (target {need:.0%}: {verdict})"
                          + (f"; worse on {', '.join(missed)}" if missed else ""))
     return lines
 
@@ -71,8 +74,9 @@ def report(db: dict[str, Any]) -> None:
              "Every row is `nni-dash run` on a config that names only the data (`task: {name: <task>, options: "
              "<sizes>}`), with the row's one override, at `budget: auto`; scores are the task's test metric, mean ± "
              "std over seeds. The fixed-recipe strategy comparison is `suite.md`.", "",
-             "| task | metric | DASH | backbone | DARTS | DASH wall (min) | backbone wall (min) | DARTS wall (min) | DASH kept the searched kernels |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| task | metric | " + " | ".join(METHODS) + " | " + " | ".join(f"{m} wall (min)" for m in METHODS)
+             + " | DASH kept the searched kernels |",
+             "|---|---|" + "---:|" * (2 * len(METHODS) + 1)]
     for task in QUICK_ORDER:
         if not any(_runs(db, task, m) for m in METHODS):
             continue
@@ -84,7 +88,7 @@ def report(db: dict[str, Any]) -> None:
         kept = [r.get("kept") for r in _runs(db, task, "DASH")]
         lines.append(f"| {task} ({BUDGETS[task]['kind']}) | {metric} {arrow} | " + " | ".join(cells + walls)
                      + (f" | {sum(k == 'searched' for k in kept)}/{len(kept)} |" if kept else " | — |"))
-    lines += ["", "## Targets", "", *targets(db), ""]
+    lines += ["", "## Targets", "", *targets(db), *targets(db, "DASH-rf1e-4"), ""]
     errors = [r for r in db["runs"] if "error" in r]
     if errors:
         lines += ["## Failed runs", ""] + [f"- {r['task']} {r['method']} seed {r['seed']}: "
