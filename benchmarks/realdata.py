@@ -225,11 +225,11 @@ def _plot(db: dict[str, Any]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    datasets = [d for d in DATASETS if _runs(db, d, "DASH")]
+    datasets = [d for d in DATASETS if any(_runs(db, d, m) for m in ("DASH", "DASH-rf1e-4"))]
     if not datasets:
         return
     shown = [m for m in METHODS if any(_runs(db, d, m) for d in datasets)]
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(datasets), 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(2.0 + 0.22 * len(datasets) * (len(shown) + 1), 4.6), dpi=110)
     width = 0.8 / (len(shown) + 1)
     for i, method in enumerate(shown + ["InceptionTime"]):
         means, errs = [], []
