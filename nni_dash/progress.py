@@ -16,8 +16,8 @@ Conventions:
 * **Loss**: the ``train_loss`` the module logs to the progress bar, when there is one.
 * **Where**: on a terminal the line is redrawn in place at most every ``interval`` seconds (0.5 by
   default); anywhere else (a log file, CI) a new line is written every ``interval`` seconds (30 by
-  default). Either way a final line with the steps taken and the stage's time ends the fit. Only the
-  global-zero process writes.
+  default). Either way a final line with the steps taken (``280/1500`` when the time limit cut the
+  planned steps short) and the stage's time ends the fit. Only the global-zero process writes.
 """
 from __future__ import annotations
 
@@ -117,9 +117,9 @@ class StepProgressBar(ProgressBar):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._active(trainer):
             done = StepLimit.batches_done(trainer)
-            why = ", stopped at its deadline" if self.budget.stopped_by_deadline else ""
+            planned = f"/{self.budget.wanted}" if done < self.budget.wanted else ""  # cut short by the time limit
             loss = _train_loss(trainer)
-            self._write(f"{self.label}  {done} steps in {format_seconds(time.monotonic() - self._start)}{why}"
+            self._write(f"{self.label}  {done}{planned} steps in {format_seconds(time.monotonic() - self._start)}"
                         + ("" if loss is None else f"  loss {loss:.3f}"), final=True)
 
 

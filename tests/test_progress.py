@@ -94,3 +94,9 @@ def test_a_disabled_bar_writes_nothing():
     bar.disable()
     _fit(bar, budget)
     assert out.getvalue() == ""
+
+
+def test_a_run_cut_short_by_its_time_limit_says_how_many_steps_were_planned():
+    budget, out = StepBudget(1000, deadline=time.monotonic() - 1.0), io.StringIO()  # already past its deadline
+    _fit(StepProgressBar(budget, "search", stream=out, interval=3600.0), budget)
+    assert re.match(r"search  \d+/1000 steps in \d+:\d\d", out.getvalue().splitlines()[-1]), out.getvalue()
