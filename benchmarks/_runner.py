@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -134,3 +134,21 @@ class Store:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(db, indent=1, default=str))
             tmp.replace(self.path)
+
+
+def run_grid(store: Store, cells: Iterable[tuple[str, str, int]], run: Callable[[str, str, int], dict[str, Any]],
+             report: Callable[[dict[str, Any]], None], *, command: str, rerun: bool = False) -> None:
+    """Run every ``(task, method, seed)`` of ``cells`` the store lacks (all with ``rerun``), storing, printing
+    and reporting after each, so a stopped benchmark keeps what it finished."""
+    meta = {"date": datetime.date.today().isoformat(), "software": software(), "command": command}
+    for task, method, seed in cells:
+        if not rerun and store.has({"task": task, "method": method, "seed": seed}):
+            continue
+        record = run(task, method, seed)
+        store.add(record, meta)
+        score = record.get("score")
+        print(f"{task} {method} seed {seed}: "
+              + (f"{score:.4f} in {record.get('wall_seconds', 0):.0f} s" if score is not None
+                 else f"failed: {' '.join(str(record.get('error')).split())[-200:]}"), flush=True)
+        report(store.load())
+

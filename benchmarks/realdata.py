@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._runner import RESULTS, Store, cpu_model, package_commit, run_cli, software
+from benchmarks._runner import RESULTS, Store, cpu_model, package_commit, run_cli, run_grid
 
 JSON_PATH, MD_PATH, PNG_PATH = RESULTS / "realdata.json", RESULTS / "realdata.md", RESULTS / "realdata.png"
 DISCUSSION_PATH = RESULTS / "realdata_discussion.md"  # hand-written, copied into the report
@@ -263,22 +263,9 @@ def main() -> None:
     args = parser.parse_args()
     store = Store(JSON_PATH, ("task", "method", "seed"))
     if not args.report_only:
-        import datetime
-        meta = {"date": datetime.date.today().isoformat(), "software": software(),
-                "command": "python -m benchmarks.realdata " + " ".join(sys.argv[1:])}
-        for dataset in args.datasets:
-            for seed in args.seeds:
-                for method in args.methods:
-                    key = {"task": dataset, "method": method, "seed": seed}
-                    if not args.rerun and store.has(key):
-                        continue
-                    record = run_one(dataset, method, seed, store)
-                    store.add(record, meta)
-                    score = record.get("score")
-                    print(f"{dataset} {method} seed {seed}: "
-                          + (f"{score:.4f} in {record.get('wall_seconds', 0):.0f} s" if score is not None
-                             else f"failed: {' '.join(str(record.get('error')).split())[-200:]}"), flush=True)
-                    report(store.load())
+        cells = [(d, m, seed) for d in args.datasets for seed in args.seeds for m in args.methods]
+        run_grid(store, cells, lambda d, m, seed: run_one(d, m, seed, store), report, rerun=args.rerun,
+                 command="python -m benchmarks.realdata " + " ".join(sys.argv[1:]))
     report(store.load())
 
 

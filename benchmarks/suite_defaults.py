@@ -21,12 +21,11 @@ backbone on every task, and as DARTS on at least 70 % of the tasks. Runs go to
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
 import sys
 from typing import Any
 
-from benchmarks._runner import RESULTS, Store, run_cli, software
+from benchmarks._runner import RESULTS, Store, run_cli, run_grid
 from benchmarks.realdata import _mean_std, _machines, _runs
 from benchmarks.suite import BUDGETS, QUICK_ORDER
 
@@ -108,21 +107,12 @@ def main() -> None:
     args = parser.parse_args()
     store = Store(JSON_PATH, ("task", "method", "seed"))
     if not args.report_only:
-        meta = {"date": datetime.date.today().isoformat(), "software": software(),
-                "command": "python -m benchmarks.suite_defaults " + " ".join(sys.argv[1:])}
-        for seed in args.seeds:
-            for task in args.tasks:
-                for method in args.methods:
-                    key = {"task": task, "method": method, "seed": seed}
-                    if store.has(key) and not args.rerun:
-                        continue
-                    record = run_cli(task, BUDGETS[task]["task"], seed, overrides=METHODS[method])
-                    record["method"] = method
-                    store.add(record, meta)
-                    score = (f"{record['score']:.4f}" if "score" in record
-                             else f"failed: {' '.join(str(record.get('error')).split())[-200:]}")
-                    print(f"{task} {method} seed {seed}: {score} in {record['wall_seconds']:.0f} s", flush=True)
-                    report(store.load())
+        def run(task: str, method: str, seed: int) -> dict[str, Any]:
+            return {**run_cli(task, BUDGETS[task]["task"], seed, overrides=METHODS[method]), "method": method}
+
+        cells = [(t, m, seed) for seed in args.seeds for t in args.tasks for m in args.methods]
+        run_grid(store, cells, run, report, rerun=args.rerun,
+                 command="python -m benchmarks.suite_defaults " + " ".join(sys.argv[1:]))
     report(store.load())
 
 
