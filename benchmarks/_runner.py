@@ -152,3 +152,15 @@ def run_grid(store: Store, cells: Iterable[tuple[str, str, int]], run: Callable[
                  else f"failed: {' '.join(str(record.get('error')).split())[-200:]}"), flush=True)
         report(store.load())
 
+
+def report_tail(db: dict[str, Any], discussion: Path) -> list[str]:
+    """The end of a benchmark report: its failed runs, then the hand-written discussion file if there is one."""
+    lines: list[str] = []
+    errors = [r for r in db["runs"] if "error" in r]
+    if errors:
+        lines += ["## Failed runs", ""] + [f"- {r['task']} {r['method']} seed {r['seed']}: "
+                                           f"{' '.join(str(r['error']).split())[-300:]}" for r in errors] + [""]
+    if discussion.exists():
+        lines += ["## Discussion", "", discussion.read_text().strip(), ""]
+    return lines
+

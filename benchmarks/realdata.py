@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._runner import RESULTS, Store, cpu_model, package_commit, run_cli, run_grid
+from benchmarks._runner import RESULTS, Store, cpu_model, package_commit, report_tail, run_cli, run_grid
 
 JSON_PATH, MD_PATH, PNG_PATH = RESULTS / "realdata.json", RESULTS / "realdata.md", RESULTS / "realdata.png"
 DISCUSSION_PATH = RESULTS / "realdata_discussion.md"  # hand-written, copied into the report
@@ -211,12 +211,7 @@ def report(db: dict[str, Any]) -> None:
         lines[-1] += f" {sum(k == 'searched' for k in kept)}/{len(kept)} |" if kept else " — |"
     lines += ["", "## Targets", "", "On the seeds each DASH row has (the peers' means over the same seeds).", "",
               *targets(db), *targets(db, "DASH-rf1e-4"), ""]
-    errors = [r for r in db["runs"] if "error" in r]
-    if errors:
-        lines += ["## Failed runs", ""] + [f"- {r['task']} {r['method']} seed {r['seed']}: "
-                                           f"{' '.join(str(r['error']).split())[-300:]}" for r in errors] + [""]
-    if DISCUSSION_PATH.exists():
-        lines += ["## Discussion", "", DISCUSSION_PATH.read_text().strip(), ""]
+    lines += report_tail(db, DISCUSSION_PATH)
     MD_PATH.write_text("\n".join(lines) + "\n")
     _plot(db)
 

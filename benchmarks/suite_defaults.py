@@ -25,7 +25,7 @@ import statistics
 import sys
 from typing import Any
 
-from benchmarks._runner import RESULTS, Store, run_cli, run_grid
+from benchmarks._runner import RESULTS, Store, report_tail, run_cli, run_grid
 from benchmarks.realdata import _mean_std, _machines, _runs
 from benchmarks.suite import BUDGETS, QUICK_ORDER
 
@@ -88,12 +88,7 @@ def report(db: dict[str, Any]) -> None:
         lines.append(f"| {task} ({BUDGETS[task]['kind']}) | {metric} {arrow} | " + " | ".join(cells + walls)
                      + (f" | {sum(k == 'searched' for k in kept)}/{len(kept)} |" if kept else " | — |"))
     lines += ["", "## Targets", "", *targets(db), *targets(db, "DASH-rf1e-4"), ""]
-    errors = [r for r in db["runs"] if "error" in r]
-    if errors:
-        lines += ["## Failed runs", ""] + [f"- {r['task']} {r['method']} seed {r['seed']}: "
-                                           f"{' '.join(str(r['error']).split())[-300:]}" for r in errors] + [""]
-    if DISCUSSION_PATH.exists():
-        lines += ["## Discussion", "", DISCUSSION_PATH.read_text().strip(), ""]
+    lines += report_tail(db, DISCUSSION_PATH)
     MD_PATH.write_text("\n".join(lines) + "\n")
 
 
