@@ -3,7 +3,8 @@
 A run writes a data-only config (``task: {name, options}``; every other value is the package
 default), runs ``nni-dash run`` in a subprocess (what a user runs) and reads the run's artefacts:
 test score, wall time (the whole process), the per-stage seconds and steps, the per-layer decision of
-the search (top probability, margin, decided) and which architecture the retrain trained.
+the search (top probability, margin, decided), which architecture the retrain trained and, when tuning
+compared the searched kernels with the backbone's, their fold difference and its standard error.
 Records are merged into a JSON store under a file lock, so partial results survive and several
 benchmark processes may share one file.
 """
@@ -92,6 +93,9 @@ def run_cli(task: str, options: dict[str, Any], seed: int, *, overrides: list[st
                   searched_architecture=stages.get("search", {}).get("architecture"),
                   kept=(stages.get("tune", {}).get("best") or {}).get("architecture"),
                   tune_selected_on=stages.get("tune", {}).get("selected_on"))
+    preference = stages.get("tune", {}).get("preference") or {}
+    if preference.get("difference") is not None:  # searched - backbone over the tuning folds, and its SE
+        record["preference"] = {k: preference[k] for k in ("difference", "standard_error")}
     probs = out / "search" / "probs.json"
     if probs.is_file():
         decision = json.loads(probs.read_text()).get("decision", {})
