@@ -52,7 +52,9 @@ def test_identical_candidates_keep_the_preferred_one_through_tune():
                   folds=2)
     result = tune(data, {"searched": sample, "backbone": dict(sample)}, prefer="backbone", **common)
     assert result.best["architecture"] == "backbone"
-    assert result.preference["difference"] == 0.0 and "one-SE rule" in result.selected_on
+    # the backbone runs first and wins the tie, so no challenger needed comparing
+    assert result.preference["challenger"] == "backbone" and result.preference["difference"] is None
+    assert "one-SE rule" in result.selected_on
     assert result.floor["learned"] and "constant prediction" not in result.selected_on
     scores = {t["params"]["architecture"]: t["fold_scores"] for t in result.trials}
     assert scores["searched"] == scores["backbone"]
@@ -123,3 +125,17 @@ def test_an_accuracy_above_the_floor_keeps_the_pick():
     trials = [trial("backbone", 3e-3, [0.30, 0.25, 0.35], fold_losses=[5.0, 5.0, 5.0])]
     pick, floor = floor_pick(trials, {"learning_rate": 1e-3}, CHANCE, NULL)
     assert pick is None and floor["rule"] == "accuracy" and floor["learned"] and floor["loss"] is None
+
+
+def test_a_tuning_cut_to_one_trial_runs_and_keeps_the_preferred_architecture():
+    """The searched kernels come first in the candidates, but the backbone's run first: a single trial cannot
+    hand over an architecture that was never compared with it."""
+    data = create_task("digits")
+    args = dict(depth=10, kernel_sizes=(3, 5), dilations=(1,))
+    backbone = default_sample("wrn", in_channels=1, num_outputs=10, **args)
+    searched = {label: "k5d1" for label in backbone}
+    assert searched != backbone
+    result = tune(data, {"searched": searched, "backbone": backbone}, prefer="backbone", backbone="wrn",
+                  backbone_args=args, max_trials=1, trial_epochs=1, trial_batch_fraction=0.3, folds=2)
+    assert [t["params"]["architecture"] for t in result.trials] == ["backbone"]
+    assert result.best["architecture"] == "backbone"
