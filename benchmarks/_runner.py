@@ -91,6 +91,7 @@ def run_cli(task: str, options: dict[str, Any], seed: int, *, overrides: list[st
                   strategy=stages.get("search", {}).get("strategy"),
                   architecture=stages.get("retrain", {}).get("architecture"),
                   searched_architecture=stages.get("search", {}).get("architecture"),
+                  argmax=stages.get("search", {}).get("argmax"),
                   kept=(stages.get("tune", {}).get("best") or {}).get("architecture"),
                   tune_selected_on=stages.get("tune", {}).get("selected_on"))
     preference = stages.get("tune", {}).get("preference") or {}

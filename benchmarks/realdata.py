@@ -8,7 +8,8 @@ the default config (``task: {name: <dataset>}``, nothing else), for each seed:
   ``DASH`` before that commit were relabelled);
 * ``DASH-2m``: the same with ``--budget 2m`` (its runs so far predate 6221cfb: rf_penalty 1e-4);
 * ``backbone``: the plain backbone (``search.strategy=none``) at the same budget (tune + retrain);
-* ``DARTS``: NNI's DARTS (``search.strategy=DARTS``) at the same budget;
+* ``DARTS``: NNI's DARTS (``search.strategy=DARTS``) at the same budget, exporting every argmax as NNI does
+  (``search.undecided=argmax``; the DARTS runs before that key existed exported the argmax too);
 * ``RegEvo``: NNI's RegularizedEvolution over the same space, with the wall time DASH took on that
   dataset and seed (``--budget``), the comparison that shows what one-shot search buys;
 * ``MiniRocket``: ``aeon`` 1.6.0 ``MiniRocketClassifier(random_state=seed, n_jobs=1)`` on the same
@@ -60,7 +61,7 @@ INCEPTIONTIME = {"gunpoint": 1.0, "arrowhead": 0.8457, "italy_power": 0.9650, "b
                  "trace": 1.0, "osuleaf": 0.9421, "japanese_vowels": 0.9919, "acsf1": 0.92, "pig_cvp": 0.9615}
 METHODS = ("DASH", "DASH-rf1e-4", "DASH-2m", "backbone", "DARTS", "RegEvo", "MiniRocket")
 _OVERRIDES = {"DASH": [], "DASH-rf1e-4": ["search.strategy_args.rf_penalty=1e-4"], "DASH-2m": [],
-              "backbone": ["search.strategy=none"], "DARTS": ["search.strategy=DARTS"],
+              "backbone": ["search.strategy=none"], "DARTS": ["search.strategy=DARTS", "search.undecided=argmax"],
               "RegEvo": ["search.strategy=RegularizedEvolution"]}
 _BUDGETS = {"DASH-2m": "2m"}
 

@@ -56,6 +56,7 @@ def test_overrides_are_parsed_as_yaml_and_type_checked():
     ("task.name=nope", r"^task\.name: unknown value 'nope'; allowed: .*digits"),
     ("backbone.name=vgg", r"^backbone\.name: unknown value 'vgg'; allowed: .*wrn"),
     ("tune.tuner=SMAC9", r"^tune\.tuner: unknown value 'SMAC9'; allowed: GridSearch"),
+    ("search.undecided=random", r"^search\.undecided: unknown value 'random'; allowed: backbone, argmax"),
     ("search.epochs=0", r"^search\.epochs=0: must be >= 1"),
     ("retrain.dropout=1.0", r"^retrain\.dropout=1\.0: must be >= 0 and < 1"),
     ("tune.search_space.width={_type: choice, _value: [1]}", r"^tune\.search_space: unknown key 'width'; allowed"),

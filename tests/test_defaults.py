@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from nni_dash.backbones import rebuild
+from nni_dash.backbones import default_sample, rebuild
 from nni_dash.cli import main
 from nni_dash.config import ExperimentConfig
 from nni_dash.tasks import create_task
@@ -81,6 +81,15 @@ def test_data_only_config_runs_end_to_end_within_its_time_limit(kind, data_1d, t
     decision = json.loads((out / "search" / "probs.json").read_text())["decision"]
     assert decision and all({"top", "margin", "decided"} <= set(d) for d in decision.values())
     assert "p=" in (out / "summary.txt").read_text()  # per-layer top probability in the summary
+    # a layer whose alpha stayed within noise exports the backbone's kernel, a decided one its argmax
+    search = metrics["stages"]["search"]
+    classes, channels = (3, 2) if kind == "1d" else (2, 1)
+    backbone = default_sample(resolved.backbone.name, in_channels=channels, num_outputs=classes, **resolved.backbone.args)
+    assert search["undecided"] == "backbone"
+    for label, d in decision.items():
+        assert search["argmax"][label] == d["choice"]
+        assert search["architecture"][label] == (d["choice"] if d["decided"] else backbone[label]), label
+    assert json.loads((out / "architecture.json").read_text()) == search["architecture"]
 
 
 def test_npz_validation_split_is_stratified(tmp_path):

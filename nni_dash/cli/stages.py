@@ -239,17 +239,21 @@ class Run:
                         warmup_fraction=r.warmup_fraction,
                         callbacks=callbacks, logger=tensorboard_logger(self.tb_root, "search"),
                         enable_progress_bar=self.cfg.trainer.progress_bar, **self._common())
-        self.sample, self.probs, self.tuned = dict(result.sample), result.probs, None
-        from nni_dash.strategy.decision import MIN_LIFT, undecided
+        from nni_dash.strategy.decision import MIN_LIFT, decisions, settle, undecided
+        argmax, self.probs, self.tuned = dict(result.sample), result.probs, None
         noisy = undecided(self.probs)
+        self.sample = settle(argmax, self.probs, self._space(self.retrain_args).default_sample(),
+                             undecided_as=s.undecided) if noisy else argmax
         if noisy:
+            fate = ("they keep the backbone's kernels (search.undecided=argmax exports the argmax)"
+                    if s.undecided == "backbone" else "their argmax is exported (search.undecided=argmax)")
             self.echo(f"warning: search: the choice of {len(noisy)}/{len(self.probs)} layer(s) is within noise "
                       f"({', '.join(noisy)}: top probability under {MIN_LIFT:g}x uniform or within 10% of the "
-                      f"runner-up); a longer search (--budget) would decide them")
-        from nni_dash.strategy.decision import decisions
+                      f"runner-up); {fate}; a longer search (--budget) would decide them")
         record = {"strategy": result.strategy, "epochs": result.epochs, "steps": result.steps,
                   "decision": decisions(self.probs), "batch_size": batch_size, "budget": result.budget,
-                  "seconds": result.seconds, "architecture": self.sample}
+                  "seconds": result.seconds, "architecture": self.sample, "argmax": argmax,
+                  "undecided": s.undecided}
         if result.ddp is not None:
             record["ddp"] = result.ddp
             self.echo(f"search: DDP over {result.ddp['world_size']} processes; max |Δα| between ranks "

@@ -66,6 +66,7 @@ class SearchConfig:
     learning_rate: float = 1e-3
     momentum: float = 0.9                                            # sgd only
     weight_decay: float = 1e-2
+    undecided: str = "backbone"                                      # layers within noise: backbone | argmax (reference)
 
 
 def _default_grid() -> dict[str, Any]:
@@ -174,6 +175,7 @@ class ExperimentConfig:
         """Check names against the registries and numbers against their ranges (no data is loaded)."""
         from nni_dash.backbones import list_backbones
         from nni_dash.evaluator import OPTIMIZERS
+        from nni_dash.strategy.decision import UNDECIDED
         from nni_dash.pipeline import STRATEGIES, TUNERS
         from nni_dash.tasks import list_tasks
 
@@ -189,6 +191,7 @@ class ExperimentConfig:
                                   f"set budget.mode: time (or --budget {self.budget.minutes:g}m)")
         Budget(self.budget.mode, self.budget.minutes)  # mode time without minutes
         one_of("search.optimizer", self.search.optimizer, OPTIMIZERS)
+        one_of("search.undecided", self.search.undecided, UNDECIDED)
         one_of("retrain.schedule", self.retrain.schedule, SCHEDULES)
         one_of("search.strategy", self.search.strategy, STRATEGIES)
         one_of("tune.tuner", self.tune.tuner, TUNERS)
