@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from nni_dash.strategy.decision import decisions
+
 pytestmark = pytest.mark.slow
 
 CONFIG = """\
@@ -39,4 +41,7 @@ def test_two_rank_ddp_search_ends_with_the_same_alpha_on_both_ranks(tmp_path):
     probs = json.loads((out / "search" / "probs.json").read_text())["probs"]
     assert any(max(p.values()) > 1.05 / len(p) for p in probs.values())  # α moved: the agreement is not vacuous
     arch = json.loads((out / "architecture.json").read_text())
-    assert set(arch) == set(probs) and all(arch[k] == max(p, key=p.get) for k, p in probs.items())
+    assert set(arch) == set(probs) and all(search["argmax"][k] == max(p, key=p.get) for k, p in probs.items())
+    # the exported CNN: the argmax where alpha decided (undecided layers take the backbone's kernel)
+    decided = [k for k, d in decisions(probs).items() if d["decided"]]
+    assert arch == search["architecture"] and all(arch[k] == search["argmax"][k] for k in decided)
