@@ -9,7 +9,8 @@ import pytest
 from nni_dash.backbones import default_sample
 from nni_dash.errors import ConfigError
 from nni_dash.pipeline import tune
-from nni_dash.pipeline.tune import above_floor, constant_floor, constant_loss, floor_pick, one_se_rule
+from nni_dash.pipeline.tune import (above_floor, constant_floor, constant_loss, cv_standard_error, floor_pick,
+                                    one_se_rule)
 from nni_dash.tasks import create_task
 
 
@@ -29,11 +30,29 @@ def test_a_consistent_win_on_every_fold_keeps_the_searched_architecture():
 
 
 def test_a_win_within_the_fold_noise_keeps_the_backbone():
-    # mean difference +0.033, but the folds disagree: differences +0.25, -0.15, 0.0 (SE 0.117)
+    # mean difference +0.033, but the folds disagree: differences +0.25, -0.15, 0.0 (sd 0.2021, corrected SE 0.1845)
     trials = [trial("searched", 1e-3, [0.90, 0.60, 0.75]), trial("backbone", 3e-3, [0.65, 0.75, 0.75])]
     out = one_se_rule(trials, "backbone", trials[0]["params"], maximize=True)
     assert out["kept"] == "backbone" and out["preferred_trial"] == 1
-    assert out["difference"] == pytest.approx(1 / 30) and out["standard_error"] == pytest.approx(0.1167, abs=1e-4)
+    assert out["difference"] == pytest.approx(1 / 30) and out["standard_error"] == pytest.approx(0.1845, abs=1e-4)
+
+
+def test_the_standard_error_is_corrected_for_the_overlapping_folds():
+    """Nadeau & Bengio (2003): var * (1/k + n_test/n_train), n_test/n_train = 1/(k-1) in k-fold CV."""
+    d = np.array([0.03, 0.01, 0.0])
+    assert cv_standard_error(d) == pytest.approx(np.sqrt(d.var(ddof=1) * (1 / 3 + 1 / 2)))
+    assert cv_standard_error(d) / (d.std(ddof=1) / np.sqrt(3)) == pytest.approx(np.sqrt(2.5))
+    assert cv_standard_error(np.array([0.2, 0.1, 0.0, 0.1, 0.3])) == pytest.approx(
+        np.sqrt(np.var([0.2, 0.1, 0.0, 0.1, 0.3], ddof=1) * (1 / 5 + 1 / 4)))
+    assert cv_standard_error(np.array([0.4])) == 0.0
+
+
+def test_a_win_the_plain_standard_error_passes_but_the_corrected_one_does_not_keeps_the_backbone():
+    # differences +0.03, +0.01, 0.0: mean 0.0133 > plain SE 0.0088, but < corrected SE 0.0139
+    trials = [trial("searched", 1e-3, [0.83, 0.81, 0.80]), trial("backbone", 1e-3, [0.80, 0.80, 0.80])]
+    out = one_se_rule(trials, "backbone", trials[0]["params"], maximize=True)
+    assert out["difference"] > np.std([0.03, 0.01, 0.0], ddof=1) / np.sqrt(3)
+    assert out["kept"] == "backbone" and out["standard_error"] == pytest.approx(0.01394, abs=1e-5)
 
 
 def test_for_a_metric_to_minimise_lower_fold_scores_are_the_win():

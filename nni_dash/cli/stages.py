@@ -313,7 +313,7 @@ class Run:
         self.tuned = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in result.best.items()}
         if isinstance(candidates, dict) and "searched" in candidates:
             pref = result.preference or {}
-            margin = (f"; searched - backbone = {pref['difference']:+.4f} ± {pref['standard_error']:.4f} (1 SE) over "
+            margin = (f"; searched - backbone = {pref['difference']:+.4f} ± {pref['standard_error']:.4f} (1 corrected SE) over "
                       f"the folds" if pref.get("difference") is not None else "")
             self.echo(f"tune: kept the {self.tuned.get('architecture')} architecture ({result.selected_on}{margin})")
         floor = result.floor

@@ -85,7 +85,7 @@ class TuneConfig:
     trial_batch_fraction: float = 1.0
     early_stop: bool = True                                          # GridSearch: skip smaller lrs (reference)
     compare_backbone: bool = True                                    # also score the backbone's own kernels
-    prefer_backbone: bool = True                                     # ...and keep them unless beaten by > 1 SE (CV)
+    prefer_backbone: bool = True                                     # ...and keep them unless beaten by > 1 SE (CV, corrected)
 
 
 @dataclasses.dataclass
