@@ -9,8 +9,8 @@ import pytest
 from nni_dash.backbones import default_sample
 from nni_dash.errors import ConfigError
 from nni_dash.pipeline import tune
-from nni_dash.pipeline.tune import (above_floor, constant_floor, constant_loss, cv_standard_error, floor_pick,
-                                    one_se_rule)
+from nni_dash.pipeline.selection import (above_floor, constant_floor, constant_loss, cv_standard_error, floor_pick,
+                                         one_se_rule)
 from nni_dash.tasks import create_task
 
 
