@@ -27,7 +27,10 @@ rates' losses differed). When the lowest-loss trial (of the ``prefer``red archit
 several) beats the best constant prediction's loss (the entropy of the val labels) by more than one
 standard error of its per-fold margins, it is the pick. Otherwise the pick falls back to the
 defaults: the ``recipe``'s values of the tuned keys and the ``prefer``red architecture, when such a
-trial ran. :attr:`~nni_dash.pipeline.tune.TuneResult.floor` records the comparisons and ``selected_on`` says what was used.
+trial ran. This gate keeps the plain SE (:func:`above_floor`): it only decides whether accuracy may
+rank the trials, and a looser gate errs towards the usual ranking; the architecture comparison is
+where a false pass changed the network, so that is where the correction applies.
+:attr:`~nni_dash.pipeline.tune.TuneResult.floor` records the comparisons and ``selected_on`` says what was used.
 """
 from __future__ import annotations
 
