@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from nni_dash.cli import main
 
@@ -74,6 +75,11 @@ CASES = [
     ("nan-policy", ["--set", "trainer.nan_policy=maybe"], None, None, "error: trainer.nan_policy: unknown value"),
     ("nan-skip-darts", ["--set", "trainer.nan_policy=skip", "--set", "search.strategy=DARTS"], None, None,
      "error: trainer.nan_policy='skip': search.strategy 'DARTS' cannot skip"),
+    # ---- trainer keys, as Lightning resolves them on this machine ----
+    ("precision", ["--set", "trainer.precision=17"], None, None, "precision=17): Lightning refuses it on this machine: Precision 17 is invalid"),
+    ("strategy", ["--set", "trainer.strategy=ddpx"], None, None, "invalid strategy name: `strategy='ddpx'`"),
+    ("trainer-extra", ["--set", "trainer.extra={nonsense: 1}"], None, None,
+     "unexpected keyword argument 'nonsense'"),
     # ---- search space ----
     ("even-kernel", ["--set", "backbone.args.kernel_sizes=[3, 4]"], None, None,
      "error: backbone.args.kernel_sizes=[3, 4]: kernel size 4 is even; allowed: odd positive integers"),
@@ -136,6 +142,16 @@ def test_bad_config_and_data(tmp_path, monkeypatch, capsys, name, extra, text, a
         np.savez(tmp_path / "data.npz", **arrays)
     out = tmp_path / "out"
     _check(capsys, main(["run", "cfg.yml", "--out", str(out), *extra]), fragment, out)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device")
+def test_gpu_accelerator_on_a_machine_without_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg.yml").write_text(TINY)
+    out = tmp_path / "out"
+    _check(capsys, main(["run", "cfg.yml", "--out", str(out), "--set", "trainer.accelerator=gpu"]),
+           "error: trainer (accelerator='gpu', devices=1, strategy='auto', precision='32-true'): Lightning refuses it "
+           "on this machine: No supported gpu backend found!", out)
 
 
 def _arch(tmp_path: Path, labels: dict) -> str:
