@@ -8,7 +8,7 @@ receptive-field penalty should keep both layers at ``d=1``.
 Each search runs the auto step count of the task's size (``nni_dash.budget``: 512 samples, batch 64 ->
 1500 steps) with the pipeline's weight recipe (AdamW, cosine, label smoothing 0.1), for:
 
-* ``DASH`` (the defaults: Adam on alpha, lr 0.01, bilevel, Gumbel temperature 1, rf_penalty 1e-4);
+* ``DASH`` (the defaults: Adam on alpha, lr 0.01, bilevel, Gumbel temperature 1, rf_penalty 1e-5);
 * ``DASH-reference-update``: the reference code's normalised SGD step on alpha (lr 0.05, grad_scale 100);
 * ``DARTS``: NNI's DARTS (Adam 3e-4 on alpha, plain softmax) on the same FFT op.
 
