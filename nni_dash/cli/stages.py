@@ -21,32 +21,16 @@ from nni_dash.monitor import EpochRecorder, tensorboard_logger
 from nni_dash.progress import format_seconds
 from nni_dash.report import MetricsLog, format_summary, plot_architecture, read_architecture, write_json
 
-__all__ = ["STAGES", "COMMANDS", "Run", "active_stages", "check_inputs", "check_trainer", "load_architecture_source"]
+__all__ = ["STAGES", "COMMANDS", "Run", "active_stages", "check_inputs", "load_architecture_source"]
 
 STAGES = ("search", "tune", "retrain")
 COMMANDS = {"search": ("search",), "tune": ("tune",), "retrain": ("retrain",), "run": STAGES}
 
 
-def check_trainer(cfg: ExperimentConfig) -> None:
-    """The ``trainer`` keys as Lightning resolves them on this machine: an accelerator it lacks (``gpu``
-    without CUDA), more devices than it has, an unknown strategy, precision or ``extra`` key. Lightning's
-    own ``Trainer`` does the resolving; building one trains nothing."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.utilities.exceptions import MisconfigurationException
-    try:
-        pl.Trainer(**cfg.trainer.trainer_kwargs(), logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False)
-    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise ConfigError(f"trainer (accelerator={cfg.trainer.accelerator!r}, devices={cfg.trainer.devices!r}, "
-                          f"strategy={cfg.trainer.strategy!r}, precision={cfg.trainer.precision!r}): Lightning "
-                          f"refuses it on this machine: {reason}; fix the trainer keys (trainer.accelerator=auto uses "
-                          f"what the machine has)") from None
-
-
 def check_inputs(cfg: ExperimentConfig, data: Any, sample: dict[str, str] | None = None) -> None:
     """Fail early (before any output exists) on the trainer keys, backbone/strategy arguments and a foreign
     architecture."""
+    from nni_dash.cli.validation import check_trainer
     check_trainer(cfg)
     from nni_dash.backbones import create_backbone, resolve_backbone
     from nni_dash.pipeline import head_for, make_strategy

@@ -1,4 +1,6 @@
-"""Data-dependent checks run after the task is loaded and before anything is written.
+"""Checks run after the task is loaded and before anything is written.
+
+:func:`check_trainer` - the ``trainer`` keys as Lightning resolves them on this machine.
 
 :func:`crop_search_space` - dilated spans larger than any input can use. A candidate ``(k, d)``
 has the span ``d*(k-1)+1``; a ``same``-padded convolution on an input of length ``n`` (for 2-D
@@ -24,7 +26,7 @@ from typing import Any, Callable
 
 from nni_dash.errors import ConfigError
 
-__all__ = ["crop_search_space", "span_limit"]
+__all__ = ["check_trainer", "crop_search_space", "span_limit"]
 
 
 def span_limit(data: Any) -> int:
@@ -68,3 +70,20 @@ def crop_search_space(cfg: Any, data: Any, warn: Callable[[str], None]) -> Any:
             retrain_args[key] = [v for v in values if v in kept] or kept
     new_backbone = dataclasses.replace(backbone, args=args, retrain_args=retrain_args)
     return dataclasses.replace(cfg, backbone=new_backbone)
+
+
+def check_trainer(cfg: Any) -> None:
+    """The ``trainer`` keys as Lightning resolves them on this machine: an accelerator it lacks (``gpu``
+    without CUDA), more devices than it has, an unknown strategy, precision or ``extra`` key. Lightning's
+    own ``Trainer`` does the resolving; building one trains nothing."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+    try:
+        pl.Trainer(**cfg.trainer.trainer_kwargs(), logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(f"trainer (accelerator={cfg.trainer.accelerator!r}, devices={cfg.trainer.devices!r}, "
+                          f"strategy={cfg.trainer.strategy!r}, precision={cfg.trainer.precision!r}): Lightning "
+                          f"refuses it on this machine: {reason}; fix the trainer keys (trainer.accelerator=auto uses "
+                          f"what the machine has)") from None
