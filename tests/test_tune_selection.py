@@ -108,6 +108,40 @@ def test_trials_that_cannot_learn_fall_back_to_the_defaults():
     assert "defaults were kept" in result.selected_on
 
 
+def test_trials_that_cannot_learn_keep_the_fallback_architecture():
+    """Compared architectures at chance: the defaults are the recipe's lr and the ``fallback`` (searched) kernels,
+    even though the one-SE rule prefers the backbone's when the trials can rank them."""
+    data = create_task("digits")
+    data = dataclasses.replace(data, x_train=np.zeros_like(data.x_train), x_val=np.zeros_like(data.x_val))
+    args = dict(depth=10, kernel_sizes=(3, 5), dilations=(1,))
+    backbone = default_sample("wrn", in_channels=1, num_outputs=10, **args)
+    searched = {label: "k5d1" for label in backbone}
+    space = {"learning_rate": {"_type": "choice", "_value": [0.05, 0.01]}}
+    result = tune(data, {"searched": searched, "backbone": backbone}, prefer="backbone", fallback="searched",
+                  backbone="wrn", backbone_args=args, search_space=space, trial_epochs=1, trial_batch_fraction=0.2,
+                  folds=2, recipe={"learning_rate": 0.01}, early_stop=False)
+    assert not result.floor["learned"] and result.floor["rule"] == "defaults"
+    assert result.best == {"learning_rate": 0.01, "architecture": "searched"}
+    assert "defaults were kept (the searched architecture)" in result.selected_on
+
+
+# PigCVP, seed 1 (2632fc8): four 400-step trials, 3 folds of 34-35 val series over 52 classes
+PIG_CHANCE, PIG_NULL = [1 / 35, 1 / 35, 1 / 34], [np.log(35), np.log(35), np.log(34)]
+
+
+def test_one_lucky_trial_above_the_floor_is_not_learning():
+    """The best of four trials at chance beats the floor by a series per fold, more than its own SE: the winner's
+    curse. The trials as a group do not, and no val loss beats the constant prediction's, so the defaults stay."""
+    trials = [trial("backbone", 3e-3, [3 / 35, 1 / 35, 2 / 34], fold_losses=[3.493, 3.562, 4.015]),
+              trial("searched", 3e-3, [0.0, 0.0, 1 / 34], fold_losses=[3.770, 4.018, 3.699]),
+              trial("backbone", 1e-3, [0.0, 0.0, 1 / 34], fold_losses=[3.729, 3.962, 3.964]),
+              trial("searched", 1e-3, [0.0, 1 / 35, 1 / 34], fold_losses=[3.831, 3.972, 3.835])]
+    assert above_floor(trials[0]["fold_scores"], PIG_CHANCE)["learned"]  # the best trial alone passes
+    pick, floor = floor_pick(trials, {"learning_rate": 1e-3, "architecture": "searched"}, PIG_CHANCE, PIG_NULL)
+    assert not floor["learned"] and floor["margin"] < 0 < floor["best_margin"]
+    assert floor["rule"] == "defaults" and not floor["loss"]["learned"] and pick is trials[3]
+
+
 def test_the_loss_floor_is_the_entropy_of_the_val_labels():
     data = create_task("digits")
     views = [dataclasses.replace(data, y_val=np.array([0, 0, 1, 2])), dataclasses.replace(data, y_val=np.array([3, 4]))]

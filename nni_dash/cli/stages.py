@@ -310,6 +310,7 @@ class Run:
                       deadline=deadline, folds=folds, trial_batch_fraction=t.trial_batch_fraction,
                       batch_size=batch_size, early_stop=t.early_stop, recipe=self._recipe(), on_trial=on_trial,
                       prefer="backbone" if isinstance(candidates, dict) and t.prefer_backbone else None,
+                      fallback="searched",
                       **self._common())
         if tb is not None:
             tb.finalize("success")
@@ -326,8 +327,9 @@ class Run:
             kept = (f"ranked them by val loss instead (the lowest is {loss['margin']:.3f} ± {loss['standard_error']:.3f} "
                     f"nats below the constant prediction's)" if loss.get("learned") else
                     "kept the defaults" if floor.get("fallback") else "the pick is noise")
-            self.echo(f"warning: tune: no trial's accuracy beat the best constant prediction (best margin "
-                      f"{floor['margin']:+.4f} ± {floor['standard_error']:.4f} over {result.folds} fold(s)): trials of "
+            self.echo(f"warning: tune: the trials' accuracy did not beat the best constant prediction (mean margin "
+                      f"{floor['margin']:+.4f} ± {floor['standard_error']:.4f} over {result.folds} fold(s), the best "
+                      f"trial's {floor['best_margin']:+.4f}): trials of "
                       f"{length} are too short for accuracy to rank them; {kept} ({picked})")
         self.log.stage("tune", {"tuner": t.tuner, "best": self.tuned, "best_score": result.best_score,
                                 "selected_on": result.selected_on, "folds": result.folds,

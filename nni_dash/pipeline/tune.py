@@ -19,7 +19,8 @@ The test split is never used.
 
 **Selection** (``prefer``, and trials that learned nothing): :mod:`nni_dash.pipeline.selection`
 keeps the ``prefer``red (backbone) architecture unless another clearly wins (the one-SE rule), and
-falls back to val loss or the defaults when no trial's accuracy beats a constant prediction. The
+falls back to val loss or the defaults (with the ``fallback`` architecture: the pipeline names the
+searched one) when the trials' accuracy does not beat a constant prediction. The
 preferred architecture runs first in each learning-rate group, so a tuning whose time runs out after
 one trial keeps it rather than an architecture that was never compared.
 
@@ -149,7 +150,7 @@ def tune(data: TaskData, sample: dict[str, str] | dict[str, dict[str, str]], *, 
          trial_epochs: int = 3, trial_steps: int | None = None, deadline: float | None = None,
          folds: int | None = 1, trial_batch_fraction: float = 1.0, batch_size: int = 64, seed: int = 0,
          early_stop: bool = True, recipe: dict[str, Any] | None = None, prefer: str | None = None,
-         trainer_kwargs: dict[str, Any] | None = None,
+         fallback: str | None = None, trainer_kwargs: dict[str, Any] | None = None,
          on_trial: Callable[[int, dict[str, Any], float], None] | None = None) -> TuneResult:
     """Tune the retrain hyperparameters of ``sample`` on ``data`` (see module docstring).
 
@@ -158,7 +159,8 @@ def tune(data: TaskData, sample: dict[str, str] | dict[str, dict[str, str]], *, 
     scored on the same folds as the hyperparameters.
     ``folds``: 1 (the val split), ``k`` (k-fold CV over train+val) or None (:func:`auto_folds`).
     ``prefer``: the name of the architecture kept unless another wins by more than one standard error
-    (module docstring); applies with cross-validation only.
+    (module docstring); applies with cross-validation only. ``fallback``: the architecture kept when
+    no trial learned anything (:mod:`~nni_dash.pipeline.selection`; default: ``prefer``, else the first).
     ``recipe``: fixed retrain settings of every trial (optimizer, label_smoothing, schedule,
     warmup_fraction, weight_decay...), overridden by the tuned keys. ``trainer_kwargs`` go to each
     trial's Lightning ``Trainer``; ``on_trial(index, params, score)`` is called after every trial.
@@ -251,16 +253,18 @@ def tune(data: TaskData, sample: dict[str, str] | dict[str, dict[str, str]], *, 
     if data.kind == "classification" and data.metric == "accuracy":
         defaults = {k: base[k] for k in space if k in base}
         if len(architectures) > 1:
-            defaults[ARCHITECTURE_KEY] = prefer if prefer in architectures else next(iter(architectures))
+            defaults[ARCHITECTURE_KEY] = next((a for a in (fallback, prefer) if a in architectures),
+                                              next(iter(architectures)))
         pick, floor = floor_pick(trials, defaults, constant_floor(views), constant_loss(views))
         if pick is not None:
             best, best_score = dict(pick["params"]), pick["score"]
             if len(architectures) == 1:
                 best.pop(ARCHITECTURE_KEY, None)
         if floor["rule"] != "accuracy":
-            selected_on += "; no trial's accuracy beat the best constant prediction by more than one standard error, so " + {
+            selected_on += "; the trials' mean accuracy did not beat the best constant prediction by more than one standard error, so " + {
                 "loss": "the trials were ranked by mean val loss (the lowest beat the constant prediction's loss by "
                         "more than one standard error)",
-                "defaults": "the defaults were kept", "noise": "the pick is noise (no trial ran the defaults)"}[floor["rule"]]
+                "defaults": "the defaults were kept" + (f" (the {defaults[ARCHITECTURE_KEY]} architecture)"
+                                                        if len(architectures) > 1 else ""), "noise": "the pick is noise (no trial ran the defaults)"}[floor["rule"]]
     return TuneResult(best, float(best_score), trials, time.perf_counter() - start, folds, selected_on, preference,
                       floor)
